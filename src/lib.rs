@@ -1,0 +1,17 @@
+//! `wormhole`: exchange a small secret message between two computers with a short human code
+//! like `7-guitarist-revenge`, compatible with magic-wormhole.
+//!
+//! Layers, from the bottom: [`code`] (codes and the PGP word list), [`crypto`] (SPAKE2, HKDF,
+//! secretbox), [`wire`] (relay messages), [`core`] (the sans-IO client state machine),
+//! [`relay`] (the sans-IO mailbox server and its runner), then the async API and its
+//! [`blocking`] wrappers.
+
+#![warn(missing_docs)]
+
+pub mod code;
+pub mod crypto;
+pub mod wire;
+pub mod core;
+pub mod relay;
+pub mod clock;
+pub mod storage;
