@@ -1,1 +1,14 @@
-//! TODO
+//! The sans-IO client core: a state machine that takes [`Input`]s (frames from the relay,
+//! connection events, time, application commands) and produces [`Output`]s (frames to send,
+//! connect/poll requests, application [`Event`]s). It has no sockets, no tasks, no clock and
+//! no ambient randomness, so it can be tested and simulated exactly.
+
+mod error;
+mod schedule;
+mod session;
+
+pub use error::{Error, Mood};
+pub use schedule::{reconnect_delay, Schedule, ScheduleError, DEFAULT_TIMEOUT, MAX_RECONNECT_DELAY};
+pub use session::{
+    Config, Event, Input, Output, Session, CLIENT_VERSION, CLOSE_GRACE, DEFAULT_MAX_MESSAGE,
+};

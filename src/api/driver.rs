@@ -1,0 +1,206 @@
+//! The async driver: one task that runs a [`Session`] over a [`Transport`], a [`Clock`] and
+//! optionally a [`Storage`] journal.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use wormhole_transports::{Connection, Delivery, Transport, TransportError};
+
+use crate::clock::Clock;
+use crate::core::{Error, Event, Input, Output, Session};
+use crate::storage::Storage;
+
+/// How long one connection attempt may take before it counts as failed.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A command from the API to the driver, with a reply for inputs that can be refused.
+pub(crate) struct Command {
+    pub input: Input,
+    pub reply: Option<oneshot::Sender<Result<(), Error>>>,
+}
+
+/// Where the driver journals the session after every change.
+#[derive(Clone, Debug)]
+pub(crate) struct Journal {
+    pub storage: Arc<dyn Storage>,
+    pub key: String,
+}
+
+type Connecting = Pin<Box<dyn Future<Output = Result<Box<dyn Connection>, TransportError>> + Send>>;
+
+/// Everything the driver task needs.
+pub(crate) struct Driver {
+    pub session: Session,
+    pub url: String,
+    pub transport: Arc<dyn Transport>,
+    pub clock: Arc<dyn Clock>,
+    pub journal: Option<Journal>,
+}
+
+impl Driver {
+    /// Runs the session until it is finished. Events go to `events`; commands come from `cmds`.
+    pub async fn run(
+        mut self,
+        mut cmds: mpsc::UnboundedReceiver<Command>,
+        events: mpsc::UnboundedSender<Event>,
+    ) {
+        let origin = self.clock.now();
+        let base = self.session.now();
+        let clock = self.clock.clone();
+        let now = move || base + clock.now().saturating_sub(origin);
+
+        let mut conn: Option<Box<dyn Connection>> = None;
+        let mut connecting: Option<Connecting> = None;
+        let mut cmds_open = true;
+        loop {
+            // Drain what the session wants done; transport failures feed back as inputs.
+            let mut changed = false;
+            while let Some(out) = self.session.poll_output() {
+                changed = true;
+                match out {
+                    Output::Connect => {
+                        conn = None;
+                        connecting = Some(self.connect(now()));
+                    }
+                    Output::Transmit(frame) => {
+                        if let Some(c) = conn.as_mut() {
+                            if let Err(e) = c.send(frame).await {
+                                tracing::debug!(error = %e, "send failed");
+                                conn = None;
+                                let _ = self.session.handle(now(), Input::Disconnected);
+                            }
+                        }
+                    }
+                    Output::Poll => {
+                        if let Some(c) = conn.as_mut() {
+                            if let Err(e) = c.poll().await {
+                                tracing::debug!(error = %e, "poll failed");
+                                conn = None;
+                                let _ = self.session.handle(now(), Input::Disconnected);
+                            }
+                        }
+                    }
+                    Output::Disconnect => {
+                        connecting = None;
+                        if let Some(mut c) = conn.take() {
+                            let _ = c.close().await;
+                        }
+                    }
+                    Output::Event(event) => {
+                        // The application may have stopped listening; the session still
+                        // finishes its close handshake.
+                        let _ = events.send(event);
+                    }
+                }
+            }
+            if changed {
+                self.journal();
+            }
+            if self.session.is_finished() {
+                break;
+            }
+            let deadline = self.session.poll_timeout();
+            tokio::select! {
+                result = wait_connecting(&mut connecting) => {
+                    connecting = None;
+                    let input = match result {
+                        Ok(c) => {
+                            let pull = c.delivery() == Delivery::Pull;
+                            conn = Some(c);
+                            Input::Connected { pull }
+                        }
+                        Err(e) => Input::ConnectFailed { reason: e.to_string() },
+                    };
+                    let _ = self.session.handle(now(), input);
+                }
+                frame = wait_frame(&mut conn) => {
+                    let input = match frame {
+                        Ok(Some(text)) => Input::Frame(text),
+                        Ok(None) => Input::Disconnected,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "connection failed");
+                            Input::Disconnected
+                        }
+                    };
+                    if matches!(input, Input::Disconnected) {
+                        conn = None;
+                    }
+                    let _ = self.session.handle(now(), input);
+                }
+                cmd = cmds.recv(), if cmds_open => match cmd {
+                    Some(Command { input, reply }) => {
+                        let result = self.session.handle(now(), input);
+                        if let Some(reply) = reply {
+                            let _ = reply.send(result);
+                        }
+                    }
+                    None => {
+                        // The application dropped its handle: close politely.
+                        cmds_open = false;
+                        let _ = self.session.handle(now(), Input::Close);
+                    }
+                },
+                () = wait_deadline(&*self.clock, deadline, origin, base) => {
+                    let _ = self.session.handle(now(), Input::Tick);
+                }
+            }
+        }
+        if let Some(mut c) = conn.take() {
+            let _ = c.close().await;
+        }
+    }
+
+    fn connect(&self, now: Duration) -> Connecting {
+        let transport = self.transport.clone();
+        let url = self.url.clone();
+        let timeout = self.clock.sleep_until(self.clock_deadline(now, CONNECT_TIMEOUT));
+        Box::pin(async move {
+            tokio::select! {
+                result = transport.connect(&url) => result,
+                () = timeout => Err(TransportError::Unreachable {
+                    url,
+                    reason: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                }),
+            }
+        })
+    }
+
+    fn clock_deadline(&self, _session_now: Duration, after: Duration) -> Duration {
+        self.clock.now() + after
+    }
+
+    fn journal(&self) {
+        if let Some(j) = &self.journal {
+            if let Err(e) = j.storage.put(&j.key, self.session.to_json().as_bytes()) {
+                tracing::warn!(error = %e, "could not journal the session state");
+            }
+        }
+    }
+}
+
+async fn wait_connecting(
+    connecting: &mut Option<Connecting>,
+) -> Result<Box<dyn Connection>, TransportError> {
+    match connecting {
+        Some(fut) => fut.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_frame(conn: &mut Option<Box<dyn Connection>>) -> Result<Option<String>, TransportError> {
+    match conn {
+        Some(c) => c.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until the session-time `deadline`, converted to clock time.
+async fn wait_deadline(clock: &dyn Clock, deadline: Option<Duration>, origin: Duration, base: Duration) {
+    match deadline {
+        Some(d) => clock.sleep_until(origin + d.saturating_sub(base)).await,
+        None => std::future::pending().await,
+    }
+}
