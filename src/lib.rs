@@ -15,3 +15,9 @@ pub mod core;
 pub mod relay;
 pub mod clock;
 pub mod storage;
+mod api;
+
+pub use api::{blocking, transport_for, Initiator, Receiver, Wormhole, CONNECT_TIMEOUT};
+pub use code::Code;
+pub use core::Error;
+pub use wormhole_transports as transports;

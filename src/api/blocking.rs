@@ -1,0 +1,127 @@
+//! Blocking forms of the API, in the seed's words:
+//!
+//! ```no_run
+//! // one computer
+//! let mut i = wormhole::blocking::Initiator::new("example.com/app", "mem://relay");
+//! println!("Invitation Code: {}", i.get_code()?);
+//! let theirs = i.get_data(b"initiator's data")?;
+//! # Ok::<(), wormhole::Error>(())
+//! ```
+//! ```no_run
+//! // the other computer
+//! let mut r = wormhole::blocking::Receiver::new("example.com/app", "mem://relay");
+//! r.set_code("4-adroitness-aardvark")?;
+//! let theirs = r.get_data(b"receiver's data")?;
+//! # Ok::<(), wormhole::Error>(())
+//! ```
+//!
+//! Each object runs its own small tokio runtime (one worker thread), so the connection is
+//! serviced between calls. Do not call these from inside an async runtime; use the async
+//! [`Initiator`](crate::Initiator) and [`Receiver`](crate::Receiver) there.
+
+use std::future::Future;
+
+use crate::code::Code;
+use crate::core::Error;
+use crate::crypto::Verifier;
+use crate::Wormhole;
+
+/// A lazily built runtime: building one can fail (no threads), and that must be an error, not
+/// a panic in a constructor.
+#[derive(Debug, Default)]
+struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl Runtime {
+    fn block_on<F: Future>(&mut self, fut: F) -> Result<F::Output, Error> {
+        if self.0.is_none() {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .map_err(|e| Error::InvalidInput(format!("cannot start a runtime: {e}")))?;
+            self.0 = Some(rt);
+        }
+        match &self.0 {
+            Some(rt) => Ok(rt.block_on(fut)),
+            None => Err(Error::Closed),
+        }
+    }
+}
+
+/// Blocking initiator: allocates the code, shows it, exchanges data.
+#[derive(Debug)]
+pub struct Initiator {
+    rt: Runtime,
+    inner: crate::Initiator,
+}
+
+impl Initiator {
+    /// An initiator for `appid` through the relay at `relay_url`.
+    pub fn new(appid: &str, relay_url: &str) -> Initiator {
+        Initiator::from_wormhole(Wormhole::new(appid, relay_url))
+    }
+
+    /// An initiator over a configured [`Wormhole`] (schedule, timeout, transport, …).
+    pub fn from_wormhole(wormhole: Wormhole) -> Initiator {
+        Initiator {
+            rt: Runtime::default(),
+            inner: crate::Initiator::from_wormhole(wormhole),
+        }
+    }
+
+    /// Allocates the code (once) and returns it.
+    pub fn get_code(&mut self) -> Result<Code, Error> {
+        let inner = &mut self.inner;
+        self.rt.block_on(inner.get_code())?
+    }
+
+    /// Sends `mine`, waits for the receiver's data and returns it.
+    pub fn get_data(&mut self, mine: &[u8]) -> Result<Vec<u8>, Error> {
+        let inner = &mut self.inner;
+        self.rt.block_on(inner.get_data(mine))?
+    }
+
+    /// The verifier, once the key is confirmed.
+    pub fn verifier(&mut self) -> Option<Verifier> {
+        self.inner.wormhole().verifier()
+    }
+}
+
+/// Blocking receiver: is given the code, exchanges data.
+#[derive(Debug)]
+pub struct Receiver {
+    rt: Runtime,
+    inner: crate::Receiver,
+}
+
+impl Receiver {
+    /// A receiver for `appid` through the relay at `relay_url`.
+    pub fn new(appid: &str, relay_url: &str) -> Receiver {
+        Receiver::from_wormhole(Wormhole::new(appid, relay_url))
+    }
+
+    /// A receiver over a configured [`Wormhole`].
+    pub fn from_wormhole(wormhole: Wormhole) -> Receiver {
+        Receiver {
+            rt: Runtime::default(),
+            inner: crate::Receiver::from_wormhole(wormhole),
+        }
+    }
+
+    /// Sets the code the initiator showed.
+    pub fn set_code(&mut self, code: &str) -> Result<(), Error> {
+        let inner = &mut self.inner;
+        self.rt.block_on(inner.set_code(code))?
+    }
+
+    /// Sends `mine`, waits for the initiator's data and returns it.
+    pub fn get_data(&mut self, mine: &[u8]) -> Result<Vec<u8>, Error> {
+        let inner = &mut self.inner;
+        self.rt.block_on(inner.get_data(mine))?
+    }
+
+    /// The verifier, once the key is confirmed.
+    pub fn verifier(&mut self) -> Option<Verifier> {
+        self.inner.wormhole().verifier()
+    }
+}

@@ -1,0 +1,442 @@
+//! The async API: [`Wormhole`], with the seed's [`Initiator`] and [`Receiver`] on top.
+//!
+//! A `Wormhole` spawns one driver task on the current tokio runtime the first time it is used.
+//! The relay is given as a URL; its scheme picks the transport (`mem://NAME` for an in-process
+//! relay), unless a transport is given with [`Wormhole::with_transport`].
+
+mod driver;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::RngCore;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use wormhole_transports::memory::MemoryTransport;
+use wormhole_transports::{split_scheme, Transport};
+
+use crate::clock::{Clock, TokioClock};
+use crate::code::{Code, Nameplate, DEFAULT_WORDS};
+use crate::core::{Config, Error, Event, Input, Schedule, Session};
+use crate::crypto::Verifier;
+use crate::storage::Storage;
+use crate::wire::Welcome;
+use driver::{Command, Driver, Journal};
+
+pub use driver::CONNECT_TIMEOUT;
+
+/// Picks the built-in transport for a relay URL by its scheme.
+pub fn transport_for(url: &str) -> Result<Arc<dyn Transport>, Error> {
+    let (scheme, _) = split_scheme(url).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    match scheme {
+        "mem" => Ok(Arc::new(MemoryTransport)),
+        other => Err(Error::InvalidInput(format!(
+            "no built-in transport for {other}:// relay URLs (relay URL {url:?})"
+        ))),
+    }
+}
+
+/// A running driver.
+struct Running {
+    cmds: mpsc::UnboundedSender<Command>,
+    events: mpsc::UnboundedReceiver<Event>,
+}
+
+/// One side of a wormhole: a session with the relay, and through it with the other side.
+///
+/// Use [`allocate_code`](Wormhole::allocate_code) on one side and
+/// [`set_code`](Wormhole::set_code) on the other, then [`send`](Wormhole::send) and
+/// [`recv`](Wormhole::recv) any number of messages, and [`close`](Wormhole::close).
+pub struct Wormhole {
+    url: String,
+    config: Config,
+    transport: Option<Arc<dyn Transport>>,
+    clock: Arc<dyn Clock>,
+    journal: Option<Journal>,
+    seed: Option<[u8; 32]>,
+    running: Option<Running>,
+    // What the events told us so far.
+    code: Option<Code>,
+    verifier: Option<Verifier>,
+    peer_versions: Option<Value>,
+    welcome: Option<Welcome>,
+    nameplates: Option<Vec<Nameplate>>,
+    consumed: bool,
+    data: VecDeque<Vec<u8>>,
+    outcome: Option<Result<(), Error>>,
+}
+
+impl fmt::Debug for Wormhole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wormhole")
+            .field("url", &self.url)
+            .field("appid", &self.config.appid)
+            .field("code", &self.code)
+            .field("running", &self.running.is_some())
+            .field("outcome", &self.outcome)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wormhole {
+    /// A wormhole for application `appid` through the relay at `relay_url`, with the default
+    /// schedule and timeout. Nothing happens until it is used.
+    pub fn new(appid: &str, relay_url: &str) -> Wormhole {
+        Wormhole {
+            url: relay_url.to_string(),
+            config: Config::new(appid),
+            transport: None,
+            clock: Arc::new(TokioClock::new()),
+            journal: None,
+            seed: None,
+            running: None,
+            code: None,
+            verifier: None,
+            peer_versions: None,
+            welcome: None,
+            nameplates: None,
+            consumed: false,
+            data: VecDeque::new(),
+            outcome: None,
+        }
+    }
+
+    /// Sets the polling and reconnection schedule.
+    pub fn with_schedule(mut self, schedule: Schedule) -> Wormhole {
+        self.config.schedule = schedule;
+        self
+    }
+
+    /// Sets the hard timeout (`None` waits forever).
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Wormhole {
+        self.config.timeout = timeout;
+        self
+    }
+
+    /// Sets the `app_versions` object sent to the other side.
+    pub fn with_app_versions(mut self, versions: Value) -> Wormhole {
+        self.config.app_versions = versions;
+        self
+    }
+
+    /// Sets the largest application message accepted by [`send`](Wormhole::send).
+    pub fn with_max_message(mut self, bytes: usize) -> Wormhole {
+        self.config.max_message = bytes;
+        self
+    }
+
+    /// Uses this transport instead of the one the URL's scheme picks.
+    pub fn with_transport(mut self, transport: Arc<dyn Transport>) -> Wormhole {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Uses this clock instead of tokio's.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Wormhole {
+        self.clock = clock;
+        self
+    }
+
+    /// Journals the session state (which holds secrets) under `key` in `storage` after every
+    /// change.
+    pub fn with_journal(mut self, storage: Arc<dyn Storage>, key: &str) -> Wormhole {
+        self.journal = Some(Journal {
+            storage,
+            key: key.to_string(),
+        });
+        self
+    }
+
+    /// Uses a fixed seed instead of fresh randomness (for tests and simulations only: the seed
+    /// determines the side, the SPAKE2 secret and the nonces).
+    pub fn with_seed(mut self, seed: [u8; 32]) -> Wormhole {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The relay URL.
+    pub fn relay_url(&self) -> &str {
+        &self.url
+    }
+
+    /// The code, once allocated or set.
+    pub fn code(&self) -> Option<&Code> {
+        self.code.as_ref()
+    }
+
+    /// The verifier, once the key is confirmed. Both sides see the same one.
+    pub fn verifier(&self) -> Option<Verifier> {
+        self.verifier
+    }
+
+    /// The other side's `app_versions`, once received.
+    pub fn peer_app_versions(&self) -> Option<&Value> {
+        self.peer_versions.as_ref()
+    }
+
+    /// The relay's welcome, once received.
+    pub fn welcome(&self) -> Option<&Welcome> {
+        self.welcome.as_ref()
+    }
+
+    /// Whether the relay confirmed that the nameplate is released (the code is used up).
+    pub fn code_consumed(&self) -> bool {
+        self.consumed
+    }
+
+    fn start(&mut self) -> Result<&mut Running, Error> {
+        if self.running.is_none() {
+            if self.outcome.is_some() {
+                return Err(Error::Closed);
+            }
+            let transport = match &self.transport {
+                Some(t) => t.clone(),
+                None => transport_for(&self.url)?,
+            };
+            let seed = self.seed.unwrap_or_else(|| {
+                let mut s = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut s);
+                s
+            });
+            let session = Session::new(self.config.clone(), seed);
+            let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+            let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+            let driver = Driver {
+                session,
+                url: self.url.clone(),
+                transport,
+                clock: self.clock.clone(),
+                journal: self.journal.clone(),
+            };
+            tokio::spawn(driver.run(cmd_rx, ev_tx));
+            self.running = Some(Running {
+                cmds: cmd_tx,
+                events: ev_rx,
+            });
+        }
+        self.running.as_mut().ok_or(Error::Closed)
+    }
+
+    /// Hands an input to the driver and waits for the session's verdict on it.
+    async fn command(&mut self, input: Input) -> Result<(), Error> {
+        if let Some(Err(e)) = &self.outcome {
+            return Err(e.clone());
+        }
+        let running = self.start()?;
+        let (tx, rx) = oneshot::channel();
+        running
+            .cmds
+            .send(Command {
+                input,
+                reply: Some(tx),
+            })
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Waits for the next event and records what it tells. `None` once the session is over.
+    async fn next_event(&mut self) -> Option<Event> {
+        let running = self.running.as_mut()?;
+        let event = running.events.recv().await;
+        match &event {
+            Some(Event::Code(code)) => self.code = Some(code.clone()),
+            Some(Event::Key { verifier }) => self.verifier = Some(*verifier),
+            Some(Event::PeerVersions(v)) => self.peer_versions = Some(v.clone()),
+            Some(Event::Welcome(w)) => self.welcome = Some(w.clone()),
+            Some(Event::Nameplates(n)) => self.nameplates = Some(n.clone()),
+            Some(Event::CodeConsumed) => self.consumed = true,
+            Some(Event::Data(d)) => self.data.push_back(d.clone()),
+            Some(Event::Closed(outcome)) => {
+                self.outcome = Some(outcome.clone());
+                self.running = None;
+            }
+            None => {
+                if self.outcome.is_none() {
+                    self.outcome = Some(Err(Error::Closed));
+                }
+                self.running = None;
+            }
+        }
+        event
+    }
+
+    /// Waits until `done` holds, or the session ends (its error, or [`Error::Closed`]).
+    async fn wait_for(&mut self, done: impl Fn(&Wormhole) -> bool) -> Result<(), Error> {
+        loop {
+            if done(self) {
+                return Ok(());
+            }
+            if let Some(outcome) = &self.outcome {
+                return Err(outcome.clone().err().unwrap_or(Error::Closed));
+            }
+            if self.running.is_none() {
+                return Err(Error::Closed);
+            }
+            self.next_event().await;
+        }
+    }
+
+    /// Asks the relay for a nameplate and returns the new code (`words` secret words; the
+    /// Python CLI uses 2). Show it to the other person.
+    pub async fn allocate_code(&mut self, words: usize) -> Result<Code, Error> {
+        self.command(Input::Allocate { words }).await?;
+        self.wait_for(|w| w.code.is_some()).await?;
+        self.code.clone().ok_or(Error::Closed)
+    }
+
+    /// Uses a code typed in by the user.
+    pub async fn set_code(&mut self, code: Code) -> Result<(), Error> {
+        self.command(Input::SetCode(code.clone())).await?;
+        self.code = Some(code);
+        Ok(())
+    }
+
+    /// Claims a nameplate before the rest of the code is typed (interactive entry).
+    pub async fn claim_nameplate(&mut self, nameplate: Nameplate) -> Result<(), Error> {
+        self.command(Input::ClaimNameplate(nameplate)).await
+    }
+
+    /// Lists the nameplates in use on the relay for this app id.
+    pub async fn list_nameplates(&mut self) -> Result<Vec<Nameplate>, Error> {
+        self.nameplates = None;
+        self.command(Input::List).await?;
+        self.wait_for(|w| w.nameplates.is_some()).await?;
+        self.nameplates.take().ok_or(Error::Closed)
+    }
+
+    /// Sends one message to the other side. It is queued until the key is confirmed, and
+    /// delivered even if the connection drops and comes back.
+    pub async fn send(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.command(Input::Send(data.to_vec())).await
+    }
+
+    /// Waits for the next message from the other side.
+    pub async fn recv(&mut self) -> Result<Vec<u8>, Error> {
+        self.wait_for(|w| !w.data.is_empty()).await?;
+        self.data.pop_front().ok_or(Error::Closed)
+    }
+
+    /// Waits until the key is confirmed and returns the verifier.
+    pub async fn verify(&mut self) -> Result<Verifier, Error> {
+        self.wait_for(|w| w.verifier.is_some()).await?;
+        self.verifier.ok_or(Error::Closed)
+    }
+
+    /// Closes the session politely (releases the nameplate, closes the mailbox) and returns
+    /// how it ended.
+    pub async fn close(&mut self) -> Result<(), Error> {
+        if let Some(outcome) = &self.outcome {
+            return outcome.clone();
+        }
+        if self.running.is_none() {
+            self.outcome = Some(Ok(()));
+            return Ok(());
+        }
+        let _ = self.command(Input::Close).await;
+        while self.running.is_some() {
+            self.next_event().await;
+        }
+        self.outcome.clone().unwrap_or(Ok(()))
+    }
+
+    /// Sends `mine`, waits for the other side's message, closes, and returns that message: the
+    /// seed's one-shot exchange.
+    pub async fn get_data(&mut self, mine: &[u8]) -> Result<Vec<u8>, Error> {
+        self.send(mine).await?;
+        let theirs = self.recv().await;
+        let closed = self.close().await;
+        let theirs = theirs?;
+        if let Err(e) = closed {
+            tracing::debug!(error = %e, "close after a successful exchange failed");
+        }
+        Ok(theirs)
+    }
+}
+
+/// The side that allocates the code (the seed's `Initiator`).
+#[derive(Debug)]
+pub struct Initiator {
+    wormhole: Wormhole,
+    words: usize,
+}
+
+impl Initiator {
+    /// An initiator for `appid` through the relay at `relay_url`.
+    pub fn new(appid: &str, relay_url: &str) -> Initiator {
+        Initiator::from_wormhole(Wormhole::new(appid, relay_url))
+    }
+
+    /// An initiator over a configured [`Wormhole`].
+    pub fn from_wormhole(wormhole: Wormhole) -> Initiator {
+        Initiator {
+            wormhole,
+            words: DEFAULT_WORDS,
+        }
+    }
+
+    /// Number of secret words in the code (default 2).
+    pub fn with_words(mut self, words: usize) -> Initiator {
+        self.words = words.max(1);
+        self
+    }
+
+    /// Allocates the code (once) and returns it.
+    pub async fn get_code(&mut self) -> Result<Code, Error> {
+        if let Some(code) = self.wormhole.code() {
+            return Ok(code.clone());
+        }
+        self.wormhole.allocate_code(self.words).await
+    }
+
+    /// Sends `mine` and returns the receiver's data; allocates the code first if needed.
+    pub async fn get_data(&mut self, mine: &[u8]) -> Result<Vec<u8>, Error> {
+        self.get_code().await?;
+        self.wormhole.get_data(mine).await
+    }
+
+    /// The underlying wormhole, for multi-message exchanges.
+    pub fn wormhole(&mut self) -> &mut Wormhole {
+        &mut self.wormhole
+    }
+}
+
+/// The side that is given the code (the seed's `Receiver`).
+#[derive(Debug)]
+pub struct Receiver {
+    wormhole: Wormhole,
+}
+
+impl Receiver {
+    /// A receiver for `appid` through the relay at `relay_url`.
+    pub fn new(appid: &str, relay_url: &str) -> Receiver {
+        Receiver::from_wormhole(Wormhole::new(appid, relay_url))
+    }
+
+    /// A receiver over a configured [`Wormhole`].
+    pub fn from_wormhole(wormhole: Wormhole) -> Receiver {
+        Receiver { wormhole }
+    }
+
+    /// Sets the code the initiator showed; a malformed code is refused here.
+    pub async fn set_code(&mut self, code: &str) -> Result<(), Error> {
+        let code = Code::parse(code).map_err(|e| Error::InvalidInput(e.to_string()))?;
+        self.wormhole.set_code(code).await
+    }
+
+    /// Sends `mine` and returns the initiator's data. The code must be set first.
+    pub async fn get_data(&mut self, mine: &[u8]) -> Result<Vec<u8>, Error> {
+        if self.wormhole.code().is_none() {
+            return Err(Error::InvalidInput("set the code before get_data".into()));
+        }
+        self.wormhole.get_data(mine).await
+    }
+
+    /// The underlying wormhole, for multi-message exchanges.
+    pub fn wormhole(&mut self) -> &mut Wormhole {
+        &mut self.wormhole
+    }
+}
+
+pub mod blocking;

@@ -1,0 +1,254 @@
+//! The relay runner: drives one [`Relay`] core from connections accepted on any number of
+//! [`Listener`]s.
+//!
+//! One task owns the core; each connection has a small task that forwards its frames to the
+//! core and writes the core's replies back. Pruning runs periodically, as in the Python server.
+//!
+//! ```
+//! # let rt = tokio::runtime::Runtime::new().unwrap();
+//! # rt.block_on(async {
+//! let relay = wormhole::relay::server::spawn_memory("doc-relay").unwrap();
+//! assert_eq!(relay.url(), "mem://doc-relay");
+//! relay.shutdown().await;
+//! # });
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::RngCore;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use wormhole_transports::memory::MemoryListener;
+use wormhole_transports::{Connection, Listener, TransportError};
+
+use super::{ConnId, MailboxStore, MemoryStore, Relay, RelayConfig, RelayOutput};
+use crate::clock::{Clock, TokioClock};
+
+/// How often the relay prunes idle mailboxes (the Python server's 5 minutes).
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Settings of a running relay.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The core's settings (message of the day, limits, …).
+    pub config: RelayConfig,
+    /// How often to prune.
+    pub prune_interval: Duration,
+    /// Seed of the relay's randomness (nameplate choice, mailbox ids); random if `None`.
+    pub seed: Option<[u8; 32]>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            config: RelayConfig::default(),
+            prune_interval: PRUNE_INTERVAL,
+            seed: None,
+        }
+    }
+}
+
+/// A running relay. Dropping the handle stops it.
+#[derive(Debug)]
+pub struct RelayHandle {
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RelayHandle {
+    /// The URL of the first listener.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops accepting, drops every connection and waits for the relay task to end.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RelayHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts an in-process relay reachable as `mem://NAME`. Needs a tokio runtime.
+pub fn spawn_memory(name: &str) -> Result<RelayHandle, TransportError> {
+    let listener = MemoryListener::bind(name)?;
+    Ok(spawn(
+        vec![Box::new(listener)],
+        MemoryStore::default(),
+        ServerOptions::default(),
+        Arc::new(TokioClock::new()),
+    ))
+}
+
+/// Starts a relay serving every listener, with `store` behind it. Needs a tokio runtime.
+pub fn spawn<S: MailboxStore + Send + 'static>(
+    listeners: Vec<Box<dyn Listener>>,
+    store: S,
+    options: ServerOptions,
+    clock: Arc<dyn Clock>,
+) -> RelayHandle {
+    let url = listeners.first().map(|l| l.url()).unwrap_or_default();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let seed = options.seed.unwrap_or_else(|| {
+        let mut s = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut s);
+        s
+    });
+    let relay = Relay::new(options.config.clone(), store, seed);
+    let task = tokio::spawn(run(relay, listeners, options, clock, stop_rx));
+    RelayHandle {
+        url,
+        stop: Some(stop_tx),
+        task: Some(task),
+    }
+}
+
+/// What connection tasks tell the core task.
+enum ConnEvent {
+    Incoming(Box<dyn Connection>),
+    Frame(ConnId, String),
+    Gone(ConnId),
+}
+
+/// What the core task tells a connection task.
+enum ToConn {
+    Frame(String),
+    Close,
+}
+
+async fn run<S: MailboxStore>(
+    mut relay: Relay<S>,
+    listeners: Vec<Box<dyn Listener>>,
+    options: ServerOptions,
+    clock: Arc<dyn Clock>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<ConnEvent>();
+    let mut accept_tasks = Vec::new();
+    for mut listener in listeners {
+        let events = events_tx.clone();
+        accept_tasks.push(tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok(conn) => {
+                        if events.send(ConnEvent::Incoming(conn)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listener stopped");
+                        break;
+                    }
+                }
+            }
+        }));
+    }
+
+    let mut conns: HashMap<ConnId, mpsc::UnboundedSender<ToConn>> = HashMap::new();
+    let mut conn_tasks: HashMap<ConnId, JoinHandle<()>> = HashMap::new();
+    let mut next_id: ConnId = 1;
+    let mut next_prune = clock.now() + options.prune_interval;
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            event = events_rx.recv() => {
+                let Some(event) = event else { break };
+                match event {
+                    ConnEvent::Incoming(conn) => {
+                        let id = next_id;
+                        next_id += 1;
+                        let addr: Option<SocketAddr> = conn.peer().addr;
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        conns.insert(id, tx);
+                        conn_tasks.insert(id, tokio::spawn(serve_connection(id, conn, events_tx.clone(), rx)));
+                        tracing::debug!(conn = id, ?addr, "connection opened");
+                        relay.connected(id, addr, clock.unix_time());
+                    }
+                    ConnEvent::Frame(id, text) => relay.received(id, &text, clock.unix_time()),
+                    ConnEvent::Gone(id) => {
+                        conns.remove(&id);
+                        conn_tasks.remove(&id);
+                        relay.disconnected(id);
+                        tracing::debug!(conn = id, "connection closed");
+                    }
+                }
+            }
+            () = clock.sleep_until(next_prune) => {
+                let pruned = relay.prune(clock.unix_time());
+                if pruned > 0 {
+                    tracing::info!(pruned, "pruned idle mailboxes");
+                }
+                next_prune = clock.now() + options.prune_interval;
+            }
+        }
+        while let Some(out) = relay.poll_output() {
+            match out {
+                RelayOutput::Send { conn, frame } => {
+                    if let Some(tx) = conns.get(&conn) {
+                        let _ = tx.send(ToConn::Frame(frame));
+                    }
+                }
+                RelayOutput::Close { conn } => {
+                    if let Some(tx) = conns.get(&conn) {
+                        let _ = tx.send(ToConn::Close);
+                    }
+                }
+            }
+        }
+    }
+    for task in accept_tasks {
+        task.abort();
+    }
+    for (_, task) in conn_tasks {
+        task.abort();
+    }
+}
+
+async fn serve_connection(
+    id: ConnId,
+    mut conn: Box<dyn Connection>,
+    events: mpsc::UnboundedSender<ConnEvent>,
+    mut outbound: mpsc::UnboundedReceiver<ToConn>,
+) {
+    loop {
+        tokio::select! {
+            frame = conn.recv() => match frame {
+                Ok(Some(text)) => {
+                    if events.send(ConnEvent::Frame(id, text)).is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(conn = id, error = %e, "connection failed");
+                    break;
+                }
+            },
+            out = outbound.recv() => match out {
+                Some(ToConn::Frame(text)) => {
+                    if conn.send(text).await.is_err() {
+                        break;
+                    }
+                }
+                Some(ToConn::Close) | None => break,
+            },
+        }
+    }
+    let _ = conn.close().await;
+    let _ = events.send(ConnEvent::Gone(id));
+}
