@@ -131,15 +131,26 @@ impl Replay {
         sent
     }
 
-    fn compare(&mut self, conn: ConnId, mut expected: Map<String, Value>, mut ours: Map<String, Value>) {
+    fn compare(
+        &mut self,
+        conn: ConnId,
+        mut expected: Map<String, Value>,
+        mut ours: Map<String, Value>,
+    ) {
         let appid = self.appid(conn);
         let context = format!("c{conn}: expected {expected:?}, ours {ours:?}");
-        assert!(ours.remove("server_tx").is_some_and(|t| t.is_f64()), "{context}");
+        assert!(
+            ours.remove("server_tx").is_some_and(|t| t.is_f64()),
+            "{context}"
+        );
         assert!(expected.remove("server_tx").is_some(), "{context}");
         assert_eq!(ours.get("type"), expected.get("type"), "{context}");
         match expected.get("type").and_then(Value::as_str) {
             Some("message") => {
-                assert!(ours.remove("server_rx").is_some_and(|t| t.is_f64()), "{context}");
+                assert!(
+                    ours.remove("server_rx").is_some_and(|t| t.is_f64()),
+                    "{context}"
+                );
                 assert!(expected.remove("server_rx").is_some(), "{context}");
             }
             Some("allocated") => {
@@ -162,7 +173,8 @@ impl Replay {
                 };
                 assert_eq!(mine.len(), 13, "{context}");
                 assert!(
-                    mine.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)),
+                    mine.bytes()
+                        .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)),
                     "{context}"
                 );
                 let key = (appid.clone(), captured.clone());
@@ -236,7 +248,6 @@ fn replay_sequence(names: &[&str]) -> usize {
 }
 
 fn replay_events(name: &str, events: Vec<Event>, config: RelayConfig) -> usize {
-
     // Captured S>C frames per connection, with our deliberate divergence spliced in.
     let mut expected: HashMap<ConnId, VecDeque<Map<String, Value>>> = HashMap::new();
     let mut last_event: HashMap<ConnId, usize> = HashMap::new();
@@ -295,13 +306,19 @@ fn replay_events(name: &str, events: Vec<Event>, config: RelayConfig) -> usize {
                 .relay
                 .connected(event.conn, addresses.get(&event.conn).copied(), now);
             let sent = replay.drain();
-            assert_eq!(sent.len(), 1, "{name}: c{} gets exactly a welcome", event.conn);
+            assert_eq!(
+                sent.len(),
+                1,
+                "{name}: c{} gets exactly a welcome",
+                event.conn
+            );
         }
         if let (true, Kind::Frame(text)) = (event.to_server, &event.kind) {
             let mut frame = object(text);
             if frame.get("type") == Some(&json!("bind")) && !replay.appid.contains_key(&event.conn)
             {
-                if let (Some(Value::String(appid)), Some(_)) = (frame.get("appid"), frame.get("side"))
+                if let (Some(Value::String(appid)), Some(_)) =
+                    (frame.get("appid"), frame.get("side"))
                 {
                     replay.appid.insert(event.conn, appid.clone());
                 }
@@ -316,19 +333,26 @@ fn replay_events(name: &str, events: Vec<Event>, config: RelayConfig) -> usize {
             match frame.get("type") {
                 Some(_) => {
                     let first = mine.first().map(|(_, f)| f);
-                    assert_eq!(first.and_then(|f| f.get("type")), Some(&json!("ack")), "{name} #{index}");
+                    assert_eq!(
+                        first.and_then(|f| f.get("type")),
+                        Some(&json!("ack")),
+                        "{name} #{index}"
+                    );
                     assert_eq!(
                         first.and_then(|f| f.get("id")),
                         Some(frame.get("id").unwrap_or(&Value::Null)),
                         "{name} #{index}"
                     );
                     assert!(
-                        mine.iter().skip(1).all(|(_, f)| f.get("type") != Some(&json!("ack"))),
+                        mine.iter()
+                            .skip(1)
+                            .all(|(_, f)| f.get("type") != Some(&json!("ack"))),
                         "{name} #{index}: one ack"
                     );
                 }
                 None => assert!(
-                    mine.iter().all(|(_, f)| f.get("type") != Some(&json!("ack"))),
+                    mine.iter()
+                        .all(|(_, f)| f.get("type") != Some(&json!("ack"))),
                     "{name} #{index}: no ack without type"
                 ),
             }
@@ -392,6 +416,10 @@ fn run5_welcome_with_motd_version_and_error() {
         signal_error: fields["error"].as_str().map(str::to_owned),
         ..RelayConfig::default()
     };
-    assert!(config.motd.is_some() && config.advertise_version.is_some() && config.signal_error.is_some());
+    assert!(
+        config.motd.is_some()
+            && config.advertise_version.is_some()
+            && config.signal_error.is_some()
+    );
     assert_eq!(replay("run5.frames.txt", config), 2);
 }

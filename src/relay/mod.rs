@@ -861,7 +861,11 @@ impl<S: MailboxStore> Relay<S> {
                 ..row.clone()
             },
         )?;
-        if record.sides.iter().any(|row| row.side != side && row.opened) {
+        if record
+            .sides
+            .iter()
+            .any(|row| row.side != side && row.opened)
+        {
             return Ok(());
         }
         tracing::debug!(appid, mailbox = id, "relay: mailbox closed by all sides");
@@ -920,7 +924,8 @@ impl<S: MailboxStore> Relay<S> {
             }
             _ => frame.to_json(),
         };
-        self.outputs.push_back(RelayOutput::Send { conn, frame: text });
+        self.outputs
+            .push_back(RelayOutput::Send { conn, frame: text });
     }
 
     fn send_message(&mut self, conn: ConnId, stored: &StoredMessage, now: f64) {
@@ -950,9 +955,7 @@ impl<S: MailboxStore> Relay<S> {
 
 /// Whether a claimed nameplate is acceptable: 1–40 ASCII digits.
 fn is_valid_nameplate(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAMEPLATE_LEN
-        && name.bytes().all(|b| b.is_ascii_digit())
+    !name.is_empty() && name.len() <= MAX_NAMEPLATE_LEN && name.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// RFC 4648 base32, lower-case, without `=` padding.
