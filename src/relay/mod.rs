@@ -701,8 +701,9 @@ impl<S: MailboxStore> Relay<S> {
     }
 
     /// A fresh mailbox id: 8 random bytes in lower-case base32 without padding (13 characters).
+    /// Retries on the (astronomically unlikely) collision with an existing mailbox.
     fn new_mailbox_id(&mut self, appid: &str) -> Result<String, StoreError> {
-        loop {
+        for _ in 0..16 {
             let mut bytes = [0u8; 8];
             self.rng.fill_bytes(&mut bytes);
             let id = base32_lower(&bytes);
@@ -710,6 +711,7 @@ impl<S: MailboxStore> Relay<S> {
                 return Ok(id);
             }
         }
+        Err(StoreError::Backend("no unused mailbox id found".into()))
     }
 
     /// Python's `claim_nameplate`. Returns the mailbox id, or refuses with `reclaimed`/`crowded`
