@@ -36,10 +36,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         r.get_data(b"receiver's data")
     });
 
-    let initiator_got = initiator.join().map_err(|_| "initiator thread panicked")??;
+    let initiator_got = initiator
+        .join()
+        .map_err(|_| "initiator thread panicked")??;
     let receiver_got = receiver.join().map_err(|_| "receiver thread panicked")??;
-    println!("Initiator: Their data: {}", String::from_utf8_lossy(&initiator_got));
-    println!("Receiver: Their data: {}", String::from_utf8_lossy(&receiver_got));
+    println!(
+        "Initiator: Their data: {}",
+        String::from_utf8_lossy(&initiator_got)
+    );
+    println!(
+        "Receiver: Their data: {}",
+        String::from_utf8_lossy(&receiver_got)
+    );
     runtime.block_on(relay.shutdown());
     Ok(())
 }

@@ -8,14 +8,14 @@
 
 #![warn(missing_docs)]
 
-pub mod code;
-pub mod crypto;
-pub mod wire;
-pub mod core;
-pub mod relay;
-pub mod clock;
-pub mod storage;
 mod api;
+pub mod clock;
+pub mod code;
+pub mod core;
+pub mod crypto;
+pub mod relay;
+pub mod storage;
+pub mod wire;
 
 pub use api::{blocking, transport_for, Initiator, Receiver, Wormhole, CONNECT_TIMEOUT};
 pub use code::Code;

@@ -27,7 +27,10 @@ async fn exchange(url: &str, a_data: Vec<u8>, b_data: Vec<u8>) -> Result<(), Str
         let got = receiver.get_data(&b_mine).await;
         (got, receiver.wormhole().verifier())
     });
-    let (a, b) = (a.await.map_err(|e| e.to_string())?, b.await.map_err(|e| e.to_string())?);
+    let (a, b) = (
+        a.await.map_err(|e| e.to_string())?,
+        b.await.map_err(|e| e.to_string())?,
+    );
     let a_got = a.0.map_err(|e| format!("initiator: {e}"))?;
     let b_got = b.0.map_err(|e| format!("receiver: {e}"))?;
     if a_got != b_data || b_got != a_data {
@@ -49,7 +52,11 @@ async fn a_thousand_exchanges_with_random_codes_and_sizes() {
         for batch in 0..20 {
             let mut tasks = Vec::new();
             for _ in 0..50 {
-                let a_len = if rng.gen_bool(0.1) { 0 } else { rng.gen_range(0..=64 * 1024) };
+                let a_len = if rng.gen_bool(0.1) {
+                    0
+                } else {
+                    rng.gen_range(0..=64 * 1024)
+                };
                 let b_len = rng.gen_range(0..=64 * 1024);
                 let a: Vec<u8> = (0..a_len).map(|_| rng.gen()).collect();
                 let b: Vec<u8> = (0..b_len).map(|_| rng.gen()).collect();
@@ -133,7 +140,10 @@ async fn a_relay_that_is_not_there_is_a_clear_error() {
         other => panic!("expected RelayUnreachable, got {other:?}"),
     }
     let mut b = Wormhole::new(APPID, "gopher://example");
-    assert!(matches!(b.allocate_code(2).await, Err(Error::InvalidInput(_))));
+    assert!(matches!(
+        b.allocate_code(2).await,
+        Err(Error::InvalidInput(_))
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -156,7 +166,9 @@ async fn the_hard_timeout_ends_a_lonely_wait() {
 #[test]
 fn the_blocking_api_works_across_threads() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let relay = rt.block_on(async { spawn_memory("exchange-blocking") }).unwrap();
+    let relay = rt
+        .block_on(async { spawn_memory("exchange-blocking") })
+        .unwrap();
     let url = relay.url().to_string();
     let mut i = wormhole::blocking::Initiator::new(APPID, &url);
     let code = i.get_code().unwrap();

@@ -156,7 +156,9 @@ impl Driver {
     fn connect(&self, now: Duration) -> Connecting {
         let transport = self.transport.clone();
         let url = self.url.clone();
-        let timeout = self.clock.sleep_until(self.clock_deadline(now, CONNECT_TIMEOUT));
+        let timeout = self
+            .clock
+            .sleep_until(self.clock_deadline(now, CONNECT_TIMEOUT));
         Box::pin(async move {
             tokio::select! {
                 result = transport.connect(&url) => result,
@@ -190,7 +192,9 @@ async fn wait_connecting(
     }
 }
 
-async fn wait_frame(conn: &mut Option<Box<dyn Connection>>) -> Result<Option<String>, TransportError> {
+async fn wait_frame(
+    conn: &mut Option<Box<dyn Connection>>,
+) -> Result<Option<String>, TransportError> {
     match conn {
         Some(c) => c.recv().await,
         None => std::future::pending().await,
@@ -198,7 +202,12 @@ async fn wait_frame(conn: &mut Option<Box<dyn Connection>>) -> Result<Option<Str
 }
 
 /// Sleeps until the session-time `deadline`, converted to clock time.
-async fn wait_deadline(clock: &dyn Clock, deadline: Option<Duration>, origin: Duration, base: Duration) {
+async fn wait_deadline(
+    clock: &dyn Clock,
+    deadline: Option<Duration>,
+    origin: Duration,
+    base: Duration,
+) {
     match deadline {
         Some(d) => clock.sleep_until(origin + d.saturating_sub(base)).await,
         None => std::future::pending().await,

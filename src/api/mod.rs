@@ -226,14 +226,31 @@ impl Wormhole {
         }
         let running = self.start()?;
         let (tx, rx) = oneshot::channel();
-        running
-            .cmds
-            .send(Command {
-                input,
-                reply: Some(tx),
-            })
-            .map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)?
+        let sent = running.cmds.send(Command {
+            input,
+            reply: Some(tx),
+        });
+        let result = match sent {
+            Ok(()) => rx.await.unwrap_or(Err(Error::Closed)),
+            Err(_) => Err(Error::Closed),
+        };
+        match result {
+            // The session ended before it saw this input: report why it ended.
+            Err(Error::Closed) => Err(self.ended().await),
+            other => other,
+        }
+    }
+
+    /// Reads the remaining events of a finished session and returns its error (or
+    /// [`Error::Closed`] if it ended well).
+    async fn ended(&mut self) -> Error {
+        while self.running.is_some() {
+            self.next_event().await;
+        }
+        match &self.outcome {
+            Some(Err(e)) => e.clone(),
+            _ => Error::Closed,
+        }
     }
 
     /// Waits for the next event and records what it tells. `None` once the session is over.

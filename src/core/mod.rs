@@ -8,7 +8,9 @@ mod schedule;
 mod session;
 
 pub use error::{Error, Mood};
-pub use schedule::{reconnect_delay, Schedule, ScheduleError, DEFAULT_TIMEOUT, MAX_RECONNECT_DELAY};
+pub use schedule::{
+    reconnect_delay, Schedule, ScheduleError, DEFAULT_TIMEOUT, MAX_RECONNECT_DELAY,
+};
 pub use session::{
     Config, Event, Input, Output, Session, CLIENT_VERSION, CLOSE_GRACE, DEFAULT_MAX_MESSAGE,
 };

@@ -22,7 +22,10 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(s.interval_at(Duration::from_secs(90)), Duration::from_secs(5));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "Vec<(Duration, Duration)>", into = "Vec<(Duration, Duration)>")]
+#[serde(
+    try_from = "Vec<(Duration, Duration)>",
+    into = "Vec<(Duration, Duration)>"
+)]
 pub struct Schedule {
     steps: Vec<(Duration, Duration)>,
 }
@@ -129,8 +132,8 @@ mod tests {
 
     #[test]
     fn steps_switch_at_their_start() {
-        let sched = Schedule::new(vec![(s(0), s(100)), (s(1000), s(300)), (s(5000), s(900))])
-            .unwrap();
+        let sched =
+            Schedule::new(vec![(s(0), s(100)), (s(1000), s(300)), (s(5000), s(900))]).unwrap();
         assert_eq!(sched.interval_at(s(0)), s(100));
         assert_eq!(sched.interval_at(s(999)), s(100));
         assert_eq!(sched.interval_at(s(1000)), s(300));

@@ -326,6 +326,12 @@ impl Session {
         let mut s: Session = serde_json::from_str(json)?;
         s.sent = Sent::default();
         s.next_poll = None;
+        if s.peer_pake.is_some() {
+            // The key is not serialized; rebuild it from the SPAKE2 seed and the peer's pake.
+            if let Err(e) = s.ensure_key() {
+                tracing::warn!(error = %e, "could not rebuild the key of a restored session");
+            }
+        }
         if !s.finished {
             s.link = Link::Connecting;
             s.outputs.push_back(Output::Connect);
@@ -537,7 +543,11 @@ impl Session {
             retry_at: self.now + delay,
         };
         self.sent = Sent::default();
-        tracing::debug!(?delay, attempt = self.attempts, "connection lost; will reconnect");
+        tracing::debug!(
+            ?delay,
+            attempt = self.attempts,
+            "connection lost; will reconnect"
+        );
     }
 
     fn check_timers(&mut self) {
@@ -793,6 +803,9 @@ impl Session {
     }
 
     fn add_encrypted(&mut self, phase: String, plaintext: &[u8]) {
+        if let Err(e) = self.ensure_key() {
+            return self.end(Mood::Errory, Err(e));
+        }
         let Some(key) = &self.key else { return };
         let phase_key = crypto::derive_phase_key(key, &self.side, &phase);
         let mut nonce = [0u8; 24];
@@ -834,9 +847,11 @@ impl Session {
     }
 
     fn holds_nameplate(&self) -> bool {
+        // An allocated nameplate is claimed by the relay on allocation; a typed one only once
+        // the relay said `claimed` (a refused claim, e.g. `crowded`, holds nothing).
         self.nameplate.is_some()
             && !self.released
-            && (self.claimed || self.sent.claim || self.sent.allocate)
+            && (self.claimed || self.allocate_words.is_some())
     }
 
     fn check_finished(&mut self) {
@@ -860,10 +875,7 @@ impl Session {
             self.outputs.push_back(Output::Disconnect);
         }
         self.link = Link::Gone;
-        let outcome = self
-            .ending
-            .as_ref()
-            .map_or(Ok(()), |e| e.outcome.clone());
+        let outcome = self.ending.as_ref().map_or(Ok(()), |e| e.outcome.clone());
         self.emit(Event::Closed(outcome));
     }
 
@@ -883,11 +895,13 @@ impl Session {
             self.transmit(ClientMessage::List);
         }
         let closing = self.ending.is_some();
-        if !closing && self.allocate_words.is_some() && self.nameplate.is_none() {
-            if !self.sent.allocate {
-                self.sent.allocate = true;
-                self.transmit(ClientMessage::Allocate);
-            }
+        if !closing
+            && self.allocate_words.is_some()
+            && self.nameplate.is_none()
+            && !self.sent.allocate
+        {
+            self.sent.allocate = true;
+            self.transmit(ClientMessage::Allocate);
         }
         if let Some(nameplate) = self.nameplate.clone() {
             // While closing, a nameplate we allocated must still be claimed so that it can be

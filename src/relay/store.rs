@@ -196,6 +196,11 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
+    /// Whether nothing at all is stored (no nameplate, mailbox or message in any app id).
+    pub fn is_empty(&self) -> bool {
+        self.app_ids().is_ok_and(|apps| apps.is_empty())
+    }
+
     fn app_mut(&mut self, appid: &str) -> &mut MemoryApp {
         self.apps.entry(appid.to_owned()).or_default()
     }

@@ -315,7 +315,11 @@ fn a_dropped_connection_is_re_established_and_the_exchange_completes() {
     net.settle();
     assert!(net.clients[a].conn.is_none());
     let retry = net.clients[a].session.poll_timeout().unwrap();
-    assert_eq!(retry, net.now + Duration::from_millis(500), "first retry after one interval");
+    assert_eq!(
+        retry,
+        net.now + Duration::from_millis(500),
+        "first retry after one interval"
+    );
     net.advance_to(retry);
     assert!(net.clients[a].conn.is_some(), "reconnected");
     net.input(b, Input::Send(b"hello A".to_vec()));
@@ -346,12 +350,18 @@ fn the_timeout_fires_on_time_when_nobody_comes() {
 #[test]
 fn a_third_side_is_told_the_nameplate_is_crowded() {
     let mut net = Net::new();
-    let (a, _b) = pair(&mut net);
+    let a = net.add(Config::new(APPID), 1);
+    net.input(a, Input::Allocate { words: 2 });
+    net.settle();
     let code = net.clients[a].code().unwrap();
+    // B and C both claim before anyone released the nameplate; C comes third.
+    let b = net.add(Config::new(APPID), 2);
     let c = net.add(Config::new(APPID), 3);
+    net.input(b, Input::SetCode(code.clone()));
     net.input(c, Input::SetCode(code));
     net.settle();
     assert_eq!(net.clients[c].closed(), Some(&Err(Error::Crowded)));
+    assert!(net.clients[c].data().is_empty());
 }
 
 #[test]
@@ -412,10 +422,16 @@ fn bad_application_inputs_are_refused_without_harm() {
         s.handle(Duration::ZERO, Input::Send(big)),
         Err(Error::MessageTooLarge { .. })
     ));
-    s.handle(Duration::ZERO, Input::SetCode(Code::parse("4-a-b").unwrap()))
-        .unwrap();
+    s.handle(
+        Duration::ZERO,
+        Input::SetCode(Code::parse("4-a-b").unwrap()),
+    )
+    .unwrap();
     assert!(matches!(
-        s.handle(Duration::ZERO, Input::SetCode(Code::parse("5-a-b").unwrap())),
+        s.handle(
+            Duration::ZERO,
+            Input::SetCode(Code::parse("5-a-b").unwrap())
+        ),
         Err(Error::InvalidInput(_))
     ));
     assert!(!s.is_finished());
