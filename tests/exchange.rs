@@ -119,6 +119,16 @@ async fn many_messages_each_way_and_app_versions() {
         assert_eq!(b.peer_app_versions().unwrap()["features"][1], 2);
         assert_eq!(a.verifier(), b.verifier());
         assert!(a.verifier().is_some());
+        let ka = a
+            .derive_key(b"example.com/test/file-key", 32)
+            .await
+            .unwrap();
+        let kb = b
+            .derive_key(b"example.com/test/file-key", 32)
+            .await
+            .unwrap();
+        assert_eq!(ka, kb);
+        assert_ne!(ka, b.derive_key(b"another purpose", 32).await.unwrap());
         assert_eq!(a.close().await, Ok(()));
         assert_eq!(b.close().await, Ok(()));
         assert!(matches!(a.send(b"late").await, Err(Error::Closed)));

@@ -16,10 +16,19 @@ use crate::storage::Storage;
 /// How long one connection attempt may take before it counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A command from the API to the driver, with a reply for inputs that can be refused.
-pub(crate) struct Command {
-    pub input: Input,
-    pub reply: Option<oneshot::Sender<Result<(), Error>>>,
+/// A command from the API to the driver.
+pub(crate) enum Command {
+    /// An input for the session, with a reply for inputs that can be refused.
+    Input {
+        input: Input,
+        reply: Option<oneshot::Sender<Result<(), Error>>>,
+    },
+    /// Derive an application key (`None` until the key is confirmed).
+    DeriveKey {
+        purpose: Vec<u8>,
+        length: usize,
+        reply: oneshot::Sender<Option<Vec<u8>>>,
+    },
 }
 
 /// Where the driver journals the session after every change.
@@ -131,11 +140,14 @@ impl Driver {
                     let _ = self.session.handle(now(), input);
                 }
                 cmd = cmds.recv(), if cmds_open => match cmd {
-                    Some(Command { input, reply }) => {
+                    Some(Command::Input { input, reply }) => {
                         let result = self.session.handle(now(), input);
                         if let Some(reply) = reply {
                             let _ = reply.send(result);
                         }
+                    }
+                    Some(Command::DeriveKey { purpose, length, reply }) => {
+                        let _ = reply.send(self.session.derive_key(&purpose, length));
                     }
                     None => {
                         // The application dropped its handle: close politely.

@@ -226,7 +226,7 @@ impl Wormhole {
         }
         let running = self.start()?;
         let (tx, rx) = oneshot::channel();
-        let sent = running.cmds.send(Command {
+        let sent = running.cmds.send(Command::Input {
             input,
             reply: Some(tx),
         });
@@ -339,6 +339,25 @@ impl Wormhole {
     pub async fn verify(&mut self) -> Result<Verifier, Error> {
         self.wait_for(|w| w.verifier.is_some()).await?;
         self.verifier.ok_or(Error::Closed)
+    }
+
+    /// Derives a key for the application's own use from the shared key (HKDF-SHA256 with
+    /// `purpose`, at most 8160 bytes), as magic-wormhole's `derive_key`. Both sides get the
+    /// same bytes for the same purpose. Available once the key is confirmed, until the session
+    /// ends.
+    pub async fn derive_key(&mut self, purpose: &[u8], length: usize) -> Result<Vec<u8>, Error> {
+        self.verify().await?;
+        let running = self.running.as_mut().ok_or(Error::Closed)?;
+        let (tx, rx) = oneshot::channel();
+        running
+            .cmds
+            .send(Command::DeriveKey {
+                purpose: purpose.to_vec(),
+                length,
+                reply: tx,
+            })
+            .map_err(|_| Error::Closed)?;
+        rx.await.ok().flatten().ok_or(Error::Closed)
     }
 
     /// Closes the session politely (releases the nameplate, closes the mailbox) and returns
