@@ -1,0 +1,159 @@
+//! `wormhole-relay`: the rendezvous (mailbox) server, wire-compatible with the Python
+//! `magic-wormhole-mailbox-server` 0.8, and `wormhole-relay bench`, a load generator.
+//!
+//! ```text
+//! wormhole-relay [--listen 0.0.0.0:4000] [--motd TEXT] [--behind-proxy] ...
+//! wormhole-relay bench --url ws://127.0.0.1:4000/v1 --pairs 100 --duration 10 [--json]
+//! ```
+
+mod bench;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use wormhole::clock::TokioClock;
+use wormhole::relay::server::{spawn, ServerOptions};
+use wormhole::relay::{MemoryStore, RelayConfig};
+use wormhole::transports::websocket::{raise_nofile_limit, WebSocketListener, WebSocketOptions};
+
+/// The rendezvous relay for wormhole clients (and Python magic-wormhole clients).
+#[derive(Debug, Parser)]
+#[command(name = "wormhole-relay", version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the relay (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Load-test a relay at the mailbox level and print exchanges per second and latency.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address and port to listen on; the WebSocket is at /v1.
+    #[arg(long, default_value = "0.0.0.0:4000")]
+    listen: SocketAddr,
+    /// Message of the day, shown by clients.
+    #[arg(long)]
+    motd: Option<String>,
+    /// Trust X-Real-IP / X-Real-Port headers for `your-address` (behind a reverse proxy).
+    #[arg(long)]
+    behind_proxy: bool,
+    /// Advertise this CLI version in the welcome (`current_cli_version`).
+    #[arg(long)]
+    advertise_version: Option<String>,
+    /// Refuse service: every welcome carries this error text.
+    #[arg(long)]
+    signal_error: Option<String>,
+    /// Answer `list` with an empty list (nameplates cannot be enumerated).
+    #[arg(long)]
+    disallow_list: bool,
+    /// Largest frame accepted, in bytes; larger ones get an `error` frame.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    max_frame_bytes: usize,
+    /// Seconds between prunes of idle mailboxes.
+    #[arg(long, default_value_t = 300)]
+    prune_interval: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wormhole-relay: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Some(Command::Bench(args)) => runtime.block_on(bench::run(args)),
+        Some(Command::Serve(args)) => runtime.block_on(serve(args)),
+        None => runtime.block_on(serve(cli.serve)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wormhole-relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    match raise_nofile_limit() {
+        Ok((soft, hard)) => tracing::info!(soft, hard, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
+    let ws_options = WebSocketOptions::relay()
+        .with_max_frame_bytes(args.max_frame_bytes)
+        .with_trust_proxy_headers(args.behind_proxy);
+    let listener = WebSocketListener::bind(args.listen, ws_options)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let url = listener.url();
+    let config = RelayConfig {
+        motd: args.motd,
+        signal_error: args.signal_error,
+        advertise_version: args.advertise_version,
+        allow_list: !args.disallow_list,
+        max_frame_bytes: args.max_frame_bytes,
+        ..RelayConfig::default()
+    };
+    let options = ServerOptions {
+        config,
+        prune_interval: Duration::from_secs(args.prune_interval.max(1)),
+        seed: None,
+    };
+    let relay = spawn(
+        vec![Box::new(listener)],
+        MemoryStore::default(),
+        options,
+        Arc::new(TokioClock::new()),
+    );
+    // Tests and scripts read this line to learn the port when listening on port 0.
+    println!("wormhole-relay listening on {url}");
+    tracing::info!(%url, "relay started");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    relay.shutdown().await;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
