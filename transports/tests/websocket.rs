@@ -458,3 +458,93 @@ async fn client_over_a_custom_stream() {
     })
     .await
 }
+
+#[tokio::test]
+async fn late_recv_pings_before_declaring_the_peer_dead() {
+    within(async {
+        // The relay side is not polled for longer than dead_after; its peer is alive. The first
+        // recv afterwards must ping and get the PONG rather than fail at once.
+        let fast = WebSocketOptions::relay()
+            .with_keepalive_interval(Duration::from_millis(100))
+            .with_dead_after(Duration::from_millis(300));
+        let mut l = relay(fast);
+        let mut c = WebSocketTransport::default()
+            .connect(&l.url())
+            .await
+            .expect("connect");
+        let mut s = l.accept().await.expect("accept");
+        let client = tokio::spawn(async move {
+            let got = c.recv().await;
+            (c, got)
+        });
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let quiet = timeout(Duration::from_millis(500), s.recv()).await;
+        assert!(quiet.is_err(), "relay recv ended: {quiet:?}");
+        s.send("ok".into()).await.expect("send");
+        let (_c, got) = client.await.expect("client task");
+        assert_eq!(got.expect("recv").as_deref(), Some("ok"));
+    })
+    .await
+}
+
+#[test]
+fn nofile_limit_is_raised_to_the_hard_limit() {
+    let (soft, hard) = wormhole_transports::websocket::raise_nofile_limit().expect("setrlimit");
+    assert!(soft > 0 && soft <= hard, "soft {soft}, hard {hard}");
+}
+
+#[tokio::test]
+async fn custom_http_handler_gets_other_requests() {
+    use std::sync::Arc;
+    use wormhole_transports::websocket::{HttpHandler, HttpRequest, HttpRoute};
+
+    struct Poll;
+    #[async_trait::async_trait]
+    impl HttpHandler for Poll {
+        async fn handle(&self, request: HttpRequest) -> Result<(), TransportError> {
+            if request.head().path() == "/poll" {
+                assert_eq!(request.route(), HttpRoute::NotFound);
+                assert_eq!(request.leftover(), b"body");
+                // Replays the head: a full HTTP server could parse it again.
+                let mut stream = request.into_stream();
+                let mut head = vec![0u8; 15];
+                stream.read_exact(&mut head).await?;
+                assert_eq!(&head, b"POST /poll HTTP");
+                stream
+                    .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                    .await?;
+                stream.shutdown().await?;
+                Ok(())
+            } else {
+                request.respond_default().await
+            }
+        }
+    }
+
+    within(async {
+        let mut l = WebSocketListener::bind_with_handler(
+            any_port(),
+            WebSocketOptions::relay(),
+            Arc::new(Poll),
+        )
+        .expect("bind");
+        let addr = l.local_addr();
+        let resp = raw_http(
+            addr,
+            "POST /poll HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody",
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 204 "), "{resp}");
+        let resp = raw_http(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(resp.ends_with(BANNER), "{resp}");
+        // WebSocket still works on the same port.
+        let mut c = WebSocketTransport::default()
+            .connect(&l.url())
+            .await
+            .expect("connect");
+        let mut s = l.accept().await.expect("accept");
+        c.send("x".into()).await.expect("send");
+        assert_eq!(s.recv().await.expect("recv").as_deref(), Some("x"));
+    })
+    .await
+}

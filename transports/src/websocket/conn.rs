@@ -40,8 +40,8 @@ pub struct WebSocketConnection {
     dead_after: Duration,
     /// When anything (data, PING, PONG) last arrived.
     last_rx: Instant,
-    /// Whether a PING went out since `last_rx`.
-    ping_sent: bool,
+    /// When a PING went out, if one did since `last_rx`.
+    ping_sent_at: Option<Instant>,
     /// Set after a CLOSE, EOF, error or [`Connection::close`]: `recv` then returns `Ok(None)`.
     finished: bool,
 }
@@ -70,7 +70,7 @@ impl WebSocketConnection {
             keepalive_interval: options.keepalive_interval,
             dead_after: options.dead_after,
             last_rx: Instant::now(),
-            ping_sent: false,
+            ping_sent_at: None,
             finished: false,
         }
     }
@@ -105,10 +105,21 @@ impl WebSocketConnection {
         self.role == Role::Client
     }
 
-    async fn send_ping(&mut self, deadline: Instant) -> Result<(), TransportError> {
+    /// How long to wait for any sign of life after a PING: the rest of `dead_after`.
+    fn grace(&self) -> Duration {
+        if self.dead_after > self.keepalive_interval {
+            self.dead_after - self.keepalive_interval
+        } else {
+            self.dead_after
+        }
+    }
+
+    async fn send_ping(&mut self) -> Result<(), TransportError> {
+        let now = Instant::now();
+        let deadline = now + self.grace();
         match timeout_at(deadline, self.ws.send(Message::Ping(Bytes::new()))).await {
             Ok(Ok(())) => {
-                self.ping_sent = true;
+                self.ping_sent_at = Some(now);
                 Ok(())
             }
             Ok(Err(e)) => Err(map_ws_error(e)),
@@ -120,8 +131,8 @@ impl WebSocketConnection {
         TransportError::Io(io::Error::new(
             io::ErrorKind::TimedOut,
             format!(
-                "nothing received from the peer for {:?} (keepalive)",
-                self.dead_after
+                "no answer to a keepalive PING: nothing received from the peer for {:?}",
+                self.last_rx.elapsed()
             ),
         ))
     }
@@ -178,17 +189,19 @@ impl Connection for WebSocketConnection {
             if self.finished {
                 return Ok(None);
             }
-            let dead_at = self.last_rx + self.dead_after;
-            let wake_at = if self.ping_sent {
-                dead_at
-            } else {
-                (self.last_rx + self.keepalive_interval).min(dead_at)
+            // A PING goes out after `keepalive_interval` of silence; the peer is declared dead
+            // when nothing arrived for `dead_after` *and* for the grace period after that PING
+            // (so a connection whose `recv` was not polled for a while is not condemned
+            // without having been asked).
+            let wake_at = match self.ping_sent_at {
+                None => self.last_rx + self.keepalive_interval,
+                Some(pinged) => (self.last_rx + self.dead_after).max(pinged + self.grace()),
             };
             tokio::select! {
                 biased;
                 item = self.ws.next() => {
                     self.last_rx = Instant::now();
-                    self.ping_sent = false;
+                    self.ping_sent_at = None;
                     match item {
                         Some(Ok(Message::Text(text))) => return Ok(Some(text.as_str().to_owned())),
                         Some(Ok(Message::Binary(data))) => {
@@ -218,11 +231,11 @@ impl Connection for WebSocketConnection {
                     }
                 }
                 _ = sleep_until(wake_at) => {
-                    if Instant::now() >= dead_at {
+                    if self.ping_sent_at.is_some() {
                         self.finished = true;
                         return Err(self.dead_error());
                     }
-                    if let Err(e) = self.send_ping(dead_at).await {
+                    if let Err(e) = self.send_ping().await {
                         self.finished = true;
                         return Err(e);
                     }

@@ -1,9 +1,9 @@
 //! WebSocket transport: `ws://` and `wss://` relay URLs, wire-compatible with the Python
 //! magic-wormhole client 0.24 and mailbox server 0.8.
 //!
-//! * Client: [`WebSocketTransport`] implements [`Transport`](crate::Transport). For a custom
+//! * Client: [`WebSocketTransport`] implements [`Transport`]. For a custom
 //!   byte stream (a simulator's TCP, a proxy tunnel) use [`WebSocketConnection::client_over`].
-//! * Relay: [`WebSocketListener`] implements [`Listener`](crate::Listener). For a custom
+//! * Relay: [`WebSocketListener`] implements [`Listener`]. For a custom
 //!   stream use [`accept_stream`], which reads the HTTP request head itself and either upgrades
 //!   to WebSocket or hands the request back as [`Accepted::Http`].
 //!
@@ -15,15 +15,17 @@
 //! [`WebSocketConnection::recv`](crate::Connection::recv) sends a WebSocket PING when nothing
 //! arrived for [`WebSocketOptions::keepalive_interval`] and fails with an I/O error of kind
 //! `TimedOut` when nothing at all (not even a PONG) arrived for
-//! [`WebSocketOptions::dead_after`]. Incoming PINGs are answered automatically. All of this
-//! happens only while `recv` is being awaited, so drivers should always have a `recv` pending.
+//! [`WebSocketOptions::dead_after`] and for the rest of that period after the PING went out
+//! (so a connection whose `recv` was not polled for a while is pinged before it is declared
+//! dead). Incoming PINGs are answered automatically. All of this happens only while `recv` is
+//! being awaited, so drivers should always have a `recv` pending.
 //!
 //! # Frame sizes
 //! [`WebSocketOptions::max_frame_bytes`] is the *protocol* limit. The transport itself lets
 //! frames up to [`WebSocketOptions::hard_frame_limit`] (4× that) through, so that the relay
 //! core can answer an oversized frame with an `error` message and keep the connection
 //! usable; only frames above the hard limit fail the connection with
-//! [`TransportError::TooLarge`](crate::TransportError::TooLarge). The relay core, not this
+//! [`TransportError::TooLarge`]. The relay core, not this
 //! module, must compare each frame against `max_frame_bytes`.
 //!
 //! # Memory
@@ -51,6 +53,8 @@ pub use self::url::{parse_ws_url, WsUrl};
 
 use async_trait::async_trait;
 
+#[allow(unused_imports)] // for intra-doc links
+use crate::Listener;
 use crate::{Connection, Transport, TransportError};
 
 /// The `Server:` header sent in the `101 Switching Protocols` answer by default.

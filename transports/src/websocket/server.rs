@@ -33,8 +33,9 @@ const ACCEPT_QUEUE: usize = 256;
 /// What [`accept_stream`] made of an incoming stream.
 #[derive(Debug)]
 pub enum Accepted {
-    /// A WebSocket connection whose handshake is complete.
-    WebSocket(WebSocketConnection),
+    /// A WebSocket connection whose handshake is complete (boxed: it is the large variant,
+    /// and relays keep connections as `Box<dyn Connection>` anyway).
+    WebSocket(Box<WebSocketConnection>),
     /// Any other HTTP request; see [`HttpRoute`] (HTTP polling plugs in here later).
     Http(HttpRequest),
 }
@@ -177,12 +178,12 @@ where
         Some(options.tungstenite_config()),
     )
     .await;
-    Ok(Accepted::WebSocket(WebSocketConnection::new(
+    Ok(Accepted::WebSocket(Box::new(WebSocketConnection::new(
         ws,
         Role::Server,
         peer,
         options,
-    )))
+    ))))
 }
 
 /// The peer address: the `X-Real-IP`/`X-Real-Port` headers when trusted and valid, else `tcp`.
@@ -236,7 +237,7 @@ impl HttpHandler for DefaultHttpHandler {
 #[derive(Debug)]
 pub struct WebSocketListener {
     local_addr: SocketAddr,
-    rx: mpsc::Receiver<WebSocketConnection>,
+    rx: mpsc::Receiver<Box<WebSocketConnection>>,
     task: JoinHandle<()>,
 }
 
@@ -317,7 +318,7 @@ impl WebSocketListener {
     }
 
     /// Like [`Listener::accept`], but returns the concrete connection type.
-    pub async fn accept_ws(&mut self) -> Result<WebSocketConnection, TransportError> {
+    pub async fn accept_ws(&mut self) -> Result<Box<WebSocketConnection>, TransportError> {
         self.rx.recv().await.ok_or(TransportError::Closed)
     }
 }
@@ -332,7 +333,7 @@ async fn accept_loop(
     listener: TcpListener,
     options: Arc<WebSocketOptions>,
     http: Arc<dyn HttpHandler>,
-    tx: mpsc::Sender<WebSocketConnection>,
+    tx: mpsc::Sender<Box<WebSocketConnection>>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -374,7 +375,7 @@ async fn accept_loop(
 #[async_trait]
 impl Listener for WebSocketListener {
     async fn accept(&mut self) -> Result<Box<dyn Connection>, TransportError> {
-        Ok(Box::new(self.accept_ws().await?))
+        Ok(self.accept_ws().await?)
     }
 
     /// `ws://ADDR/v1`; an unspecified bind address (0.0.0.0, ::) is shown as loopback.
