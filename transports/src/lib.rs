@@ -7,6 +7,7 @@
 //!
 //! Transports included:
 //! - [`memory`]: in-process channels addressed as `mem://NAME`, for tests, demos and embedding.
+//! - [`websocket`]: `ws://` / `wss://` relays, wire-compatible with the Python client and server.
 //!
 //! # Writing a transport
 //! Implement [`Transport`] to open a [`Connection`] from a URL, and [`Listener`] to accept them
@@ -22,6 +23,7 @@ use std::net::SocketAddr;
 use async_trait::async_trait;
 
 pub mod memory;
+pub mod websocket;
 
 /// Errors raised by transports.
 #[derive(Debug, thiserror::Error)]
