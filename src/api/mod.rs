@@ -2,7 +2,7 @@
 //!
 //! A `Wormhole` spawns one driver task on the current tokio runtime the first time it is used.
 //! The relay is given as a URL; its scheme picks the transport (`mem://NAME` for an in-process
-//! relay), unless a transport is given with [`Wormhole::with_transport`].
+//! relay, `ws://` and `wss://` for a WebSocket relay), unless a transport is given with [`Wormhole::with_transport`].
 
 mod driver;
 
@@ -15,6 +15,7 @@ use rand::RngCore;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use wormhole_transports::memory::MemoryTransport;
+use wormhole_transports::websocket::WebSocketTransport;
 use wormhole_transports::{split_scheme, Transport};
 
 use crate::clock::{Clock, TokioClock};
@@ -32,6 +33,7 @@ pub fn transport_for(url: &str) -> Result<Arc<dyn Transport>, Error> {
     let (scheme, _) = split_scheme(url).map_err(|e| Error::InvalidInput(e.to_string()))?;
     match scheme {
         "mem" => Ok(Arc::new(MemoryTransport)),
+        "ws" | "wss" => Ok(Arc::new(WebSocketTransport::default())),
         other => Err(Error::InvalidInput(format!(
             "no built-in transport for {other}:// relay URLs (relay URL {url:?})"
         ))),

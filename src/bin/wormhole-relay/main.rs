@@ -18,10 +18,16 @@ use wormhole::clock::TokioClock;
 use wormhole::relay::server::{spawn, ServerOptions};
 use wormhole::relay::{MemoryStore, RelayConfig};
 use wormhole::transports::websocket::{raise_nofile_limit, WebSocketListener, WebSocketOptions};
+use wormhole::transports::Listener;
 
 /// The rendezvous relay for wormhole clients (and Python magic-wormhole clients).
 #[derive(Debug, Parser)]
-#[command(name = "wormhole-relay", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "wormhole-relay",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -104,7 +110,6 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .with_max_frame_bytes(args.max_frame_bytes)
         .with_trust_proxy_headers(args.behind_proxy);
     let listener = WebSocketListener::bind(args.listen, ws_options)
-        .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let url = listener.url();
     let config = RelayConfig {

@@ -1,0 +1,372 @@
+//! `wormhole-relay bench`: a load generator at the mailbox level.
+//!
+//! Each exchange uses two fresh WebSocket connections, as two wormhole clients would: side A
+//! binds, allocates, claims and opens; side B binds, claims the same nameplate and opens; each
+//! adds one message and waits for the other's; then both release and close. Latency is the
+//! wall time of a whole exchange. With `--idle M` it instead holds M bound connections for the
+//! duration and reports how many still answer a `ping` at the end (and the relay's memory if
+//! `--relay-pid` is given).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use tokio::sync::oneshot;
+use wormhole::transports::websocket::{raise_nofile_limit, WebSocketOptions, WebSocketTransport};
+use wormhole::transports::{Connection, Transport};
+use wormhole::wire::{ClientFrame, ClientMessage, ServerFrame, ServerMessage};
+
+/// How long one exchange may take before it counts as failed.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Options of `wormhole-relay bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Relay URL (`ws://HOST:PORT/v1`); any mailbox server works, the Python one included.
+    #[arg(long)]
+    url: String,
+    /// Concurrent pairs, each running exchanges back to back.
+    #[arg(long, default_value_t = 10)]
+    pairs: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Hold this many idle bound connections instead of running exchanges.
+    #[arg(long)]
+    idle: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// PID of the relay process, to report its resident memory (Linux).
+    #[arg(long)]
+    relay_pid: Option<u32>,
+    /// Application id used for the exchanges.
+    #[arg(long, default_value = "wormhole-relay/bench")]
+    appid: String,
+}
+
+type BenchError = Box<dyn std::error::Error + Send + Sync>;
+
+pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let _ = raise_nofile_limit();
+    if !(args.duration > 0.0 && args.duration.is_finite()) {
+        return Err("--duration must be a positive number of seconds".into());
+    }
+    let duration = Duration::from_secs_f64(args.duration);
+    match args.idle {
+        Some(m) => idle(&args, m, duration).await,
+        None => exchanges(&args, duration).await,
+    }
+}
+
+async fn exchanges(args: &BenchArgs, duration: Duration) -> Result<(), Box<dyn std::error::Error>> {
+    let transport = Arc::new(WebSocketTransport::new(WebSocketOptions::default()));
+    let failed = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let start = Instant::now();
+    let end = start + duration;
+    let mut workers = Vec::new();
+    for worker in 0..args.pairs.max(1) {
+        let transport = transport.clone();
+        let url = args.url.clone();
+        let appid = args.appid.clone();
+        let failed = failed.clone();
+        let first_error = first_error.clone();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n: u64 = 0;
+            while Instant::now() < end {
+                n += 1;
+                let sides = (format!("a{worker:05}{n:04}"), format!("b{worker:05}{n:04}"));
+                let t0 = Instant::now();
+                let outcome = tokio::time::timeout(
+                    EXCHANGE_TIMEOUT,
+                    exchange(&*transport, &url, &appid, sides),
+                )
+                .await;
+                match outcome {
+                    Ok(Ok(())) => latencies.push(t0.elapsed()),
+                    other => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        let why = match other {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "exchange timed out".to_string(),
+                        };
+                        let mut first = first_error.lock().unwrap_or_else(|e| e.into_inner());
+                        first.get_or_insert(why);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for w in workers {
+        latencies.extend(w.await.unwrap_or_default());
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    latencies.sort();
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        latencies[i.min(latencies.len() - 1)].as_secs_f64() * 1000.0
+    };
+    let done = latencies.len();
+    let rate = done as f64 / elapsed;
+    let failed = failed.load(Ordering::Relaxed);
+    let first_error = first_error.lock().ok().and_then(|e| e.clone());
+    if args.json {
+        let out = serde_json::json!({
+            "url": args.url,
+            "pairs": args.pairs,
+            "duration_s": elapsed,
+            "exchanges": done,
+            "exchanges_per_s": rate,
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
+            "failed": failed,
+            "first_error": first_error,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "{done} exchanges in {elapsed:.1} s with {} pairs: {rate:.0} exchanges/s, \
+             p50 {:.2} ms, p99 {:.2} ms, {failed} failed",
+            args.pairs,
+            pct(0.50),
+            pct(0.99)
+        );
+        if let Some(e) = first_error {
+            println!("first failure: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// One exchange between two fresh connections.
+async fn exchange(
+    transport: &WebSocketTransport,
+    url: &str,
+    appid: &str,
+    (side_a, side_b): (String, String),
+) -> Result<(), BenchError> {
+    let (nameplate_tx, nameplate_rx) = oneshot::channel::<String>();
+    let a = async {
+        let mut c = Mini::connect(transport, url, appid, &side_a).await?;
+        c.send(ClientMessage::Allocate).await?;
+        let nameplate = match c
+            .expect(|m| matches!(m, ServerMessage::Allocated { .. }))
+            .await?
+        {
+            ServerMessage::Allocated { nameplate } => nameplate,
+            _ => return Err("no nameplate".into()),
+        };
+        let _ = nameplate_tx.send(nameplate.clone());
+        c.run_side(&nameplate, &side_b).await
+    };
+    let b = async {
+        let nameplate = nameplate_rx.await.map_err(|_| "side A failed")?;
+        let mut c = Mini::connect(transport, url, appid, &side_b).await?;
+        c.run_side(&nameplate, &side_a).await
+    };
+    let (ra, rb) = tokio::join!(a, b);
+    ra?;
+    rb
+}
+
+/// A bare mailbox-level client.
+struct Mini {
+    conn: Box<dyn Connection>,
+}
+
+impl Mini {
+    async fn connect(
+        transport: &WebSocketTransport,
+        url: &str,
+        appid: &str,
+        side: &str,
+    ) -> Result<Mini, BenchError> {
+        let conn = transport.connect(url).await?;
+        let mut mini = Mini { conn };
+        mini.send(ClientMessage::Bind {
+            appid: appid.into(),
+            side: side.into(),
+            client_version: None,
+        })
+        .await?;
+        Ok(mini)
+    }
+
+    async fn send(&mut self, message: ClientMessage) -> Result<(), BenchError> {
+        self.conn.send(ClientFrame::new(message).to_json()).await?;
+        Ok(())
+    }
+
+    /// Reads frames until one satisfies `want`; an `error` frame fails.
+    async fn expect(
+        &mut self,
+        want: impl Fn(&ServerMessage) -> bool,
+    ) -> Result<ServerMessage, BenchError> {
+        loop {
+            let text = self.conn.recv().await?.ok_or("connection closed")?;
+            let frame = ServerFrame::parse(&text)?;
+            if let ServerMessage::Error { error, .. } = &frame.message {
+                return Err(format!("relay error: {error}").into());
+            }
+            if want(&frame.message) {
+                return Ok(frame.message);
+            }
+        }
+    }
+
+    /// Claim, open, add, wait for the peer's message, release, close.
+    async fn run_side(&mut self, nameplate: &str, peer: &str) -> Result<(), BenchError> {
+        self.send(ClientMessage::Claim {
+            nameplate: nameplate.into(),
+        })
+        .await?;
+        let mailbox = match self
+            .expect(|m| matches!(m, ServerMessage::Claimed { .. }))
+            .await?
+        {
+            ServerMessage::Claimed { mailbox } => mailbox,
+            _ => return Err("no mailbox".into()),
+        };
+        self.send(ClientMessage::Open {
+            mailbox: mailbox.clone(),
+        })
+        .await?;
+        self.send(ClientMessage::Add {
+            phase: "pake".into(),
+            body: "7b7d".into(),
+        })
+        .await?;
+        self.expect(|m| matches!(m, ServerMessage::Message { side, .. } if side == peer))
+            .await?;
+        self.send(ClientMessage::Release {
+            nameplate: Some(nameplate.into()),
+        })
+        .await?;
+        self.send(ClientMessage::Close {
+            mailbox: Some(mailbox),
+            mood: Some("happy".into()),
+        })
+        .await?;
+        self.expect(|m| matches!(m, ServerMessage::Closed)).await?;
+        let _ = self.conn.close().await;
+        Ok(())
+    }
+}
+
+async fn idle(
+    args: &BenchArgs,
+    count: usize,
+    duration: Duration,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let transport = Arc::new(WebSocketTransport::new(WebSocketOptions::default()));
+    let rss_before = args.relay_pid.and_then(rss_kib);
+    // Connect in waves so the listen queue is not the thing being measured.
+    let mut conns: Vec<Mini> = Vec::with_capacity(count);
+    let mut connect_failures = 0usize;
+    let mut first_error = None;
+    for chunk_start in (0..count).step_by(250) {
+        let mut tasks = Vec::new();
+        for i in chunk_start..(chunk_start + 250).min(count) {
+            let transport = transport.clone();
+            let url = args.url.clone();
+            let appid = args.appid.clone();
+            tasks.push(tokio::spawn(async move {
+                let side = format!("idle{i:06}");
+                let mut m = Mini::connect(&*transport, &url, &appid, &side).await?;
+                // Wait for the bind's ack so the relay really holds a bound connection.
+                m.expect(|msg| matches!(msg, ServerMessage::Ack { .. }))
+                    .await?;
+                Ok::<Mini, BenchError>(m)
+            }));
+        }
+        for t in tasks {
+            match t.await {
+                Ok(Ok(m)) => conns.push(m),
+                Ok(Err(e)) => {
+                    connect_failures += 1;
+                    first_error.get_or_insert(e.to_string());
+                }
+                Err(e) => {
+                    connect_failures += 1;
+                    first_error.get_or_insert(e.to_string());
+                }
+            }
+        }
+    }
+    let connected = conns.len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_connected = args.relay_pid.and_then(rss_kib);
+    tokio::time::sleep(duration).await;
+    // Everyone pings; count the answers.
+    let mut tasks = Vec::new();
+    for (i, mut m) in conns.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let n = i as i64;
+            m.send(ClientMessage::Ping { ping: n }).await.ok()?;
+            let answer = tokio::time::timeout(
+                Duration::from_secs(20),
+                m.expect(move |msg| matches!(msg, ServerMessage::Pong { pong } if *pong == n)),
+            )
+            .await;
+            matches!(answer, Ok(Ok(_))).then_some(m)
+        }));
+    }
+    let mut answering = 0usize;
+    let mut keep = Vec::new();
+    for t in tasks {
+        if let Ok(Some(m)) = t.await {
+            answering += 1;
+            keep.push(m);
+        }
+    }
+    let per_conn = match (rss_before, rss_connected) {
+        (Some(b), Some(a)) if connected > 0 => {
+            Some((a.saturating_sub(b)) as f64 / connected as f64)
+        }
+        _ => None,
+    };
+    if args.json {
+        let out = serde_json::json!({
+            "url": args.url,
+            "idle": count,
+            "connected": connected,
+            "answering": answering,
+            "connect_failures": connect_failures,
+            "first_error": first_error,
+            "relay_rss_before_kib": rss_before,
+            "relay_rss_connected_kib": rss_connected,
+            "relay_kib_per_connection": per_conn,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "{connected}/{count} idle connections bound, {answering} answered a ping after {:.0} s",
+            duration.as_secs_f64()
+        );
+        if let (Some(b), Some(a), Some(p)) = (rss_before, rss_connected, per_conn) {
+            println!("relay RSS {b} KiB before, {a} KiB with the connections: {p:.2} KiB each");
+        }
+        if let Some(e) = first_error {
+            println!("first failure: {e}");
+        }
+    }
+    drop(keep);
+    Ok(())
+}
+
+/// Resident memory of a process in KiB, from /proc (Linux only).
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
