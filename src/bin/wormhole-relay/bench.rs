@@ -82,7 +82,7 @@ async fn exchanges(args: &BenchArgs, duration: Duration) -> Result<(), Box<dyn s
                 let t0 = Instant::now();
                 let outcome = tokio::time::timeout(
                     EXCHANGE_TIMEOUT,
-                    exchange(&*transport, &url, &appid, sides),
+                    exchange(&transport, &url, &appid, sides),
                 )
                 .await;
                 match outcome {
@@ -280,7 +280,7 @@ async fn idle(
             let appid = args.appid.clone();
             tasks.push(tokio::spawn(async move {
                 let side = format!("idle{i:06}");
-                let mut m = Mini::connect(&*transport, &url, &appid, &side).await?;
+                let mut m = Mini::connect(&transport, &url, &appid, &side).await?;
                 // Wait for the bind's ack so the relay really holds a bound connection.
                 m.expect(|msg| matches!(msg, ServerMessage::Ack { .. }))
                     .await?;
