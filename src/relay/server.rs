@@ -127,7 +127,8 @@ enum ConnEvent {
 
 /// What the core task tells a connection task.
 enum ToConn {
-    Frame(String),
+    /// Frames to write, in order, with one flush.
+    Frames(Vec<String>),
     Close,
 }
 
@@ -163,6 +164,7 @@ async fn run<S: MailboxStore>(
     let mut conn_tasks: HashMap<ConnId, JoinHandle<()>> = HashMap::new();
     let mut next_id: ConnId = 1;
     let mut next_prune = clock.now() + options.prune_interval;
+    let mut batch: Vec<(ConnId, Vec<String>)> = Vec::new();
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -196,26 +198,40 @@ async fn run<S: MailboxStore>(
                 next_prune = clock.now() + options.prune_interval;
             }
         }
+        // Group each input's replies per connection (usually an `ack` and an answer, or an
+        // echo to both sides of a mailbox) so that each connection writes them at once.
         while let Some(out) = relay.poll_output() {
             match out {
-                RelayOutput::Send { conn, frame } => {
-                    if let Some(tx) = conns.get(&conn) {
-                        let _ = tx.send(ToConn::Frame(frame));
-                    }
-                }
+                RelayOutput::Send { conn, frame } => match batch.iter_mut().find(|b| b.0 == conn) {
+                    Some(entry) => entry.1.push(frame),
+                    None => batch.push((conn, vec![frame])),
+                },
                 RelayOutput::Close { conn } => {
+                    flush_batch(&conns, &mut batch);
                     if let Some(tx) = conns.get(&conn) {
                         let _ = tx.send(ToConn::Close);
                     }
                 }
             }
         }
+        flush_batch(&conns, &mut batch);
     }
     for task in accept_tasks {
         task.abort();
     }
     for (_, task) in conn_tasks {
         task.abort();
+    }
+}
+
+fn flush_batch(
+    conns: &HashMap<ConnId, mpsc::UnboundedSender<ToConn>>,
+    batch: &mut Vec<(ConnId, Vec<String>)>,
+) {
+    for (conn, frames) in batch.drain(..) {
+        if let Some(tx) = conns.get(&conn) {
+            let _ = tx.send(ToConn::Frames(frames));
+        }
     }
 }
 
@@ -240,8 +256,8 @@ async fn serve_connection(
                 }
             },
             out = outbound.recv() => match out {
-                Some(ToConn::Frame(text)) => {
-                    if conn.send(text).await.is_err() {
+                Some(ToConn::Frames(frames)) => {
+                    if conn.send_all(frames).await.is_err() {
                         break;
                     }
                 }

@@ -92,6 +92,16 @@ pub trait Connection: Send + fmt::Debug + 'static {
     /// Sends one text frame.
     async fn send(&mut self, frame: String) -> Result<(), TransportError>;
 
+    /// Sends several text frames in order. Transports that can (WebSocket) write them with a
+    /// single flush, which saves system calls and packets when a relay answers a command with
+    /// an `ack` and a reply.
+    async fn send_all(&mut self, frames: Vec<String>) -> Result<(), TransportError> {
+        for frame in frames {
+            self.send(frame).await?;
+        }
+        Ok(())
+    }
+
     /// Waits for the next text frame. `Ok(None)` means the other end closed the connection
     /// cleanly. Cancel-safe.
     async fn recv(&mut self) -> Result<Option<String>, TransportError>;

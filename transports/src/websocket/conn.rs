@@ -181,6 +181,19 @@ impl Connection for WebSocketConnection {
             .map_err(map_ws_error)
     }
 
+    async fn send_all(&mut self, frames: Vec<String>) -> Result<(), TransportError> {
+        if self.finished {
+            return Err(TransportError::Closed);
+        }
+        for frame in frames {
+            self.ws
+                .feed(Message::text(frame))
+                .await
+                .map_err(map_ws_error)?;
+        }
+        self.ws.flush().await.map_err(map_ws_error)
+    }
+
     async fn recv(&mut self) -> Result<Option<String>, TransportError> {
         // Cancel safety: all state lives in `self`; `StreamExt::next` on a WebSocketStream is
         // cancel-safe (tungstenite keeps partial frames in its own buffer), and dropping the
@@ -249,11 +262,22 @@ impl Connection for WebSocketConnection {
             return Ok(());
         }
         self.finished = true;
-        match timeout(CLOSE_TIMEOUT, self.ws.close(None)).await {
-            Ok(Ok(())) | Ok(Err(WsError::ConnectionClosed | WsError::AlreadyClosed)) => Ok(()),
-            Ok(Err(e)) => Err(map_ws_error(e)),
-            Err(_) => Ok(()),
-        }
+        let role = self.role;
+        let ws = &mut self.ws;
+        let closing = async move {
+            match ws.close(None).await {
+                Ok(()) | Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {}
+                Err(e) => return Err(map_ws_error(e)),
+            }
+            if role == Role::Client {
+                // RFC 6455 §7.1.1: the server closes TCP first. Waiting for that keeps the
+                // TIME-WAIT state on the server, not on the client's ephemeral ports (which
+                // matters for clients, such as load generators, that connect at a high rate).
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+            Ok(())
+        };
+        timeout(CLOSE_TIMEOUT, closing).await.unwrap_or(Ok(()))
     }
 
     fn peer(&self) -> PeerInfo {
