@@ -125,11 +125,57 @@ enum ConnEvent {
     Gone(ConnId),
 }
 
-/// What the core task tells a connection task.
-enum ToConn {
-    /// Frames to write, in order, with one flush.
-    Frames(Vec<String>),
-    Close,
+/// Frames waiting to be written to one connection. Lighter than a channel per connection
+/// (a tokio channel allocates a block of 32 slots up front), which matters with many idle
+/// connections.
+#[derive(Default)]
+struct Outbox {
+    state: std::sync::Mutex<OutboxState>,
+    ready: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct OutboxState {
+    frames: Vec<String>,
+    closed: bool,
+}
+
+impl Outbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, frames: Vec<String>) {
+        let mut state = self.lock();
+        if state.frames.is_empty() {
+            state.frames = frames;
+        } else {
+            state.frames.extend(frames);
+        }
+        drop(state);
+        self.ready.notify_one();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    /// Waits for frames (or the close); returns `None` once closed and drained.
+    async fn next(&self) -> Option<Vec<String>> {
+        loop {
+            {
+                let mut state = self.lock();
+                if !state.frames.is_empty() {
+                    return Some(std::mem::take(&mut state.frames));
+                }
+                if state.closed {
+                    return None;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
 }
 
 async fn run<S: MailboxStore>(
@@ -160,10 +206,9 @@ async fn run<S: MailboxStore>(
         }));
     }
 
-    let mut conns: HashMap<ConnId, mpsc::UnboundedSender<ToConn>> = HashMap::new();
-    let mut conn_tasks: HashMap<ConnId, JoinHandle<()>> = HashMap::new();
+    let mut conns: HashMap<ConnId, Arc<Outbox>> = HashMap::new();
     let mut next_id: ConnId = 1;
-    let mut next_prune = clock.now() + options.prune_interval;
+    let mut prune = clock.sleep_until(clock.now() + options.prune_interval);
     let mut batch: Vec<(ConnId, Vec<String>)> = Vec::new();
     loop {
         tokio::select! {
@@ -175,27 +220,26 @@ async fn run<S: MailboxStore>(
                         let id = next_id;
                         next_id += 1;
                         let addr: Option<SocketAddr> = conn.peer().addr;
-                        let (tx, rx) = mpsc::unbounded_channel();
-                        conns.insert(id, tx);
-                        conn_tasks.insert(id, tokio::spawn(serve_connection(id, conn, events_tx.clone(), rx)));
+                        let outbox = Arc::new(Outbox::default());
+                        conns.insert(id, outbox.clone());
+                        tokio::spawn(serve_connection(id, conn, events_tx.clone(), outbox));
                         tracing::debug!(conn = id, ?addr, "connection opened");
                         relay.connected(id, addr, clock.unix_time());
                     }
                     ConnEvent::Frame(id, text) => relay.received(id, &text, clock.unix_time()),
                     ConnEvent::Gone(id) => {
                         conns.remove(&id);
-                        conn_tasks.remove(&id);
                         relay.disconnected(id);
                         tracing::debug!(conn = id, "connection closed");
                     }
                 }
             }
-            () = clock.sleep_until(next_prune) => {
+            () = &mut prune => {
                 let pruned = relay.prune(clock.unix_time());
                 if pruned > 0 {
                     tracing::info!(pruned, "pruned idle mailboxes");
                 }
-                next_prune = clock.now() + options.prune_interval;
+                prune = clock.sleep_until(clock.now() + options.prune_interval);
             }
         }
         // Group each input's replies per connection (usually an `ack` and an answer, or an
@@ -208,8 +252,8 @@ async fn run<S: MailboxStore>(
                 },
                 RelayOutput::Close { conn } => {
                     flush_batch(&conns, &mut batch);
-                    if let Some(tx) = conns.get(&conn) {
-                        let _ = tx.send(ToConn::Close);
+                    if let Some(outbox) = conns.get(&conn) {
+                        outbox.close();
                     }
                 }
             }
@@ -219,18 +263,15 @@ async fn run<S: MailboxStore>(
     for task in accept_tasks {
         task.abort();
     }
-    for (_, task) in conn_tasks {
-        task.abort();
+    for outbox in conns.values() {
+        outbox.close();
     }
 }
 
-fn flush_batch(
-    conns: &HashMap<ConnId, mpsc::UnboundedSender<ToConn>>,
-    batch: &mut Vec<(ConnId, Vec<String>)>,
-) {
+fn flush_batch(conns: &HashMap<ConnId, Arc<Outbox>>, batch: &mut Vec<(ConnId, Vec<String>)>) {
     for (conn, frames) in batch.drain(..) {
-        if let Some(tx) = conns.get(&conn) {
-            let _ = tx.send(ToConn::Frames(frames));
+        if let Some(outbox) = conns.get(&conn) {
+            outbox.push(frames);
         }
     }
 }
@@ -239,7 +280,7 @@ async fn serve_connection(
     id: ConnId,
     mut conn: Box<dyn Connection>,
     events: mpsc::UnboundedSender<ConnEvent>,
-    mut outbound: mpsc::UnboundedReceiver<ToConn>,
+    outbox: Arc<Outbox>,
 ) {
     loop {
         tokio::select! {
@@ -255,13 +296,13 @@ async fn serve_connection(
                     break;
                 }
             },
-            out = outbound.recv() => match out {
-                Some(ToConn::Frames(frames)) => {
+            out = outbox.next() => match out {
+                Some(frames) => {
                     if conn.send_all(frames).await.is_err() {
                         break;
                     }
                 }
-                Some(ToConn::Close) | None => break,
+                None => break,
             },
         }
     }
