@@ -682,19 +682,34 @@ impl<S: MailboxStore> Relay<S> {
     /// Python's `_find_available_nameplate_id`: a uniformly random free id of the shortest
     /// length among 1–9, 10–99, 100–999; then 1000 random tries in [1000, 999999].
     fn find_available_nameplate(&mut self, appid: &str) -> Result<Option<String>, StoreError> {
-        let taken: HashSet<String> = self.store.nameplate_names(appid)?.into_iter().collect();
         for (low, high) in [(1u32, 10u32), (10, 100), (100, 1000)] {
-            let available: Vec<u32> = (low..high)
-                .filter(|n| !taken.contains(&n.to_string()))
+            // Rejection sampling is uniform over the free ids and costs a few lookups while
+            // the range is mostly free; when it keeps hitting taken ids, count exactly.
+            for _ in 0..32 {
+                let candidate = self.rng.gen_range(low..high).to_string();
+                if self.store.nameplate(appid, &candidate)?.is_none() {
+                    return Ok(Some(candidate));
+                }
+            }
+            let taken: HashSet<u32> = self
+                .store
+                .nameplate_names(appid)?
+                .iter()
+                .filter_map(|name| name.parse::<u32>().ok().filter(|n| n.to_string() == *name))
+                .filter(|n| (low..high).contains(n))
                 .collect();
-            if !available.is_empty() {
-                let pick = self.rng.gen_range(0..available.len());
-                return Ok(available.get(pick).map(|n| n.to_string()));
+            let free = (high - low) as usize - taken.len();
+            if free > 0 {
+                let pick = self.rng.gen_range(0..free);
+                return Ok((low..high)
+                    .filter(|n| !taken.contains(n))
+                    .nth(pick)
+                    .map(|n| n.to_string()));
             }
         }
         for _ in 0..1000 {
             let candidate = self.rng.gen_range(1000u32..1_000_000).to_string();
-            if !taken.contains(&candidate) {
+            if self.store.nameplate(appid, &candidate)?.is_none() {
                 return Ok(Some(candidate));
             }
         }
