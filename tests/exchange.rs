@@ -149,6 +149,10 @@ async fn a_relay_that_is_not_there_is_a_clear_error() {
         }
         other => panic!("expected RelayUnreachable, got {other:?}"),
     }
+    assert_eq!(
+        Error::RelayUnreachable("mem://x: gone".into()).to_string(),
+        "cannot reach the relay at mem://x: gone"
+    );
     let mut b = Wormhole::new(APPID, "gopher://example");
     assert!(matches!(
         b.allocate_code(2).await,
@@ -171,6 +175,12 @@ async fn the_hard_timeout_ends_a_lonely_wait() {
         waited >= Duration::from_secs(90) && waited < Duration::from_secs(91),
         "{waited:?}"
     );
+}
+
+#[tokio::test]
+async fn the_blocking_api_refuses_to_run_inside_a_runtime() {
+    let mut i = wormhole::blocking::Initiator::new(APPID, "mem://unused");
+    assert!(matches!(i.get_code(), Err(Error::InvalidInput(_))));
 }
 
 #[test]

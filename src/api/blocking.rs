@@ -33,6 +33,13 @@ struct Runtime(Option<tokio::runtime::Runtime>);
 
 impl Runtime {
     fn block_on<F: Future>(&mut self, fut: F) -> Result<F::Output, Error> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::InvalidInput(
+                "the blocking API cannot run inside an async runtime; use wormhole::Initiator \
+                 and wormhole::Receiver there"
+                    .into(),
+            ));
+        }
         if self.0.is_none() {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)

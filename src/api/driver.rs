@@ -121,7 +121,7 @@ impl Driver {
                             conn = Some(c);
                             Input::Connected { pull }
                         }
-                        Err(e) => Input::ConnectFailed { reason: e.to_string() },
+                        Err(e) => Input::ConnectFailed { reason: unreachable_reason(&self.url, &e) },
                     };
                     let _ = self.session.handle(now(), input);
                 }
@@ -192,6 +192,14 @@ impl Driver {
                 tracing::warn!(error = %e, "could not journal the session state");
             }
         }
+    }
+}
+
+/// "URL: why", for [`Error::RelayUnreachable`].
+fn unreachable_reason(url: &str, e: &TransportError) -> String {
+    match e {
+        TransportError::Unreachable { url, reason } => format!("{url}: {reason}"),
+        other => format!("{url}: {other}"),
     }
 }
 

@@ -27,8 +27,8 @@ pub enum Error {
     /// The hard timeout passed before the exchange finished.
     #[error("timed out waiting for the other side")]
     Timeout,
-    /// The relay could not be reached at all.
-    #[error("cannot reach the relay: {0}")]
+    /// The relay could not be reached at all: its URL and why.
+    #[error("cannot reach the relay at {0}")]
     RelayUnreachable(String),
     /// The other side sent something that breaks the protocol.
     #[error("protocol error from the other side: {0}")]

@@ -4,6 +4,7 @@
 //! no ambient randomness, so it can be tested and simulated exactly.
 
 mod error;
+mod forms;
 mod schedule;
 mod session;
 

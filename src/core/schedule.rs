@@ -22,10 +22,7 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(s.interval_at(Duration::from_secs(90)), Duration::from_secs(5));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(
-    try_from = "Vec<(Duration, Duration)>",
-    into = "Vec<(Duration, Duration)>"
-)]
+#[serde(try_from = "Vec<[u64; 2]>", into = "Vec<[u64; 2]>")]
 pub struct Schedule {
     steps: Vec<(Duration, Duration)>,
 }
@@ -92,16 +89,23 @@ impl Default for Schedule {
     }
 }
 
-impl TryFrom<Vec<(Duration, Duration)>> for Schedule {
+/// Serialized as `[[when_ms, interval_ms], ...]`.
+impl TryFrom<Vec<[u64; 2]>> for Schedule {
     type Error = ScheduleError;
-    fn try_from(steps: Vec<(Duration, Duration)>) -> Result<Schedule, ScheduleError> {
-        Schedule::new(steps)
+    fn try_from(steps: Vec<[u64; 2]>) -> Result<Schedule, ScheduleError> {
+        Schedule::new(
+            steps
+                .into_iter()
+                .map(|[w, i]| (Duration::from_millis(w), Duration::from_millis(i)))
+                .collect(),
+        )
     }
 }
 
-impl From<Schedule> for Vec<(Duration, Duration)> {
+impl From<Schedule> for Vec<[u64; 2]> {
     fn from(s: Schedule) -> Self {
-        s.steps
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        s.steps.into_iter().map(|(w, i)| [ms(w), ms(i)]).collect()
     }
 }
 

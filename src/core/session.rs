@@ -50,6 +50,7 @@ pub struct Config {
     /// Polling (pull transports) and reconnection (push transports) schedule.
     pub schedule: Schedule,
     /// Hard timeout from the start of the session; `None` waits forever.
+    #[serde(with = "super::forms::millis_opt")]
     pub timeout: Option<Duration>,
     /// Largest application message accepted by [`Input::Send`].
     pub max_message: usize,
@@ -151,7 +152,10 @@ enum Link {
     /// Connected; `pull` says whether polls are needed.
     Up { pull: bool },
     /// Down; reconnect at the given time.
-    Down { retry_at: Duration },
+    Down {
+        #[serde(with = "super::forms::millis")]
+        retry_at: Duration,
+    },
     /// Down for good: the session is over.
     Gone,
 }
@@ -171,6 +175,7 @@ struct Sent {
 struct Ending {
     mood: Mood,
     outcome: Result<(), Error>,
+    #[serde(with = "super::forms::millis")]
     deadline: Duration,
 }
 
@@ -202,14 +207,19 @@ struct PeerMessage {
 pub struct Session {
     config: Config,
     side: String,
+    #[serde(with = "super::forms::chacha")]
     rng: ChaCha20Rng,
+    #[serde(with = "super::forms::millis")]
     now: Duration,
 
     // connection
     link: Link,
     ever_connected: bool,
     attempts: u32,
+    /// Per connection: a restored session starts on a new one.
+    #[serde(skip)]
     sent: Sent,
+    #[serde(with = "super::forms::millis_opt")]
     next_poll: Option<Duration>,
     list_wanted: bool,
 
@@ -228,8 +238,10 @@ pub struct Session {
     closed: bool,
 
     // key
+    #[serde(with = "super::forms::hex32_opt")]
     pake_seed: Option<[u8; 32]>,
     peer_side: Option<String>,
+    #[serde(with = "super::forms::hex_opt")]
     peer_pake: Option<Vec<u8>>,
     #[serde(skip)]
     key: Option<Key>,
@@ -246,6 +258,7 @@ pub struct Session {
     // ending
     ending: Option<Ending>,
     finished: bool,
+    #[serde(with = "super::forms::millis_opt")]
     timeout_at: Option<Duration>,
 
     #[serde(skip)]
@@ -324,7 +337,6 @@ impl Session {
     /// relay has not echoed yet. Time continues from where it was saved.
     pub fn from_json(json: &str) -> Result<Session, serde_json::Error> {
         let mut s: Session = serde_json::from_str(json)?;
-        s.sent = Sent::default();
         s.next_poll = None;
         if s.peer_pake.is_some() {
             // The key is not serialized; rebuild it from the SPAKE2 seed and the peer's pake.

@@ -475,3 +475,15 @@ fn frames_from_a_broken_relay_do_not_panic() {
     }
     assert!(!outs.is_empty());
 }
+
+/// The serialized state is a format that restarted programs read back: pin it.
+#[test]
+fn serialized_state_snapshot() {
+    let mut net = Net::new();
+    let (a, _b) = pair(&mut net);
+    let json: serde_json::Value = serde_json::from_str(&net.clients[a].session.to_json()).unwrap();
+    insta::assert_json_snapshot!("session_after_key_exchange", json);
+    let restored = Session::from_json(&net.clients[a].session.to_json()).unwrap();
+    assert_eq!(restored.side(), net.clients[a].session.side());
+    assert!(Session::from_json("{\"side\": 1}").is_err());
+}
