@@ -236,6 +236,26 @@ fn refuse<T>(error: &'static str) -> Result<T, Refusal> {
     Err(Refusal::Error(error))
 }
 
+/// The nameplate of a `release` or the mailbox of a `close`: the one given, which must be the
+/// one this connection claimed or opened (if any), or else the remembered one. `errors` are
+/// the refusals for: a different one given, a non-string given, none given and none known.
+fn given_or_remembered(
+    given: Option<&Value>,
+    remembered: &Option<String>,
+    errors: [&'static str; 3],
+) -> Result<String, Refusal> {
+    let [mismatch, not_a_string, nothing] = errors;
+    match (given, remembered) {
+        (Some(g), Some(r)) if g.as_str() != Some(r.as_str()) => refuse(mismatch),
+        (Some(g), _) => g
+            .as_str()
+            .map(str::to_owned)
+            .ok_or(Refusal::Error(not_a_string)),
+        (None, Some(r)) => Ok(r.clone()),
+        (None, None) => refuse(nothing),
+    }
+}
+
 /// The outcome of opening a mailbox, besides store failures.
 #[derive(Debug, PartialEq)]
 enum Opened {
@@ -532,17 +552,15 @@ impl<S: MailboxStore> Relay<S> {
         if state.did_release {
             return refuse(errors::ONE_RELEASE);
         }
-        let nameplate = match (msg.get("nameplate"), &state.nameplate) {
-            (Some(given), Some(claimed)) if given.as_str() != Some(claimed.as_str()) => {
-                return refuse(errors::RELEASE_SAME_NAMEPLATE)
-            }
-            (Some(given), _) => match given.as_str() {
-                Some(given) => given.to_owned(),
-                None => return refuse(errors::RELEASE_NEEDS_STRING),
-            },
-            (None, Some(claimed)) => claimed.clone(),
-            (None, None) => return refuse(errors::RELEASE_NEEDS_CLAIM),
-        };
+        let nameplate = given_or_remembered(
+            msg.get("nameplate"),
+            &state.nameplate,
+            [
+                errors::RELEASE_SAME_NAMEPLATE,
+                errors::RELEASE_NEEDS_STRING,
+                errors::RELEASE_NEEDS_CLAIM,
+            ],
+        )?;
         state.did_release = true;
         self.release_nameplate(appid, &nameplate, side)?;
         self.send(conn, ServerMessage::Released, now);
@@ -644,17 +662,15 @@ impl<S: MailboxStore> Relay<S> {
         if state.did_close {
             return refuse(errors::ONE_CLOSE);
         }
-        let mailbox = match (msg.get("mailbox"), &state.mailbox_id) {
-            (Some(given), Some(opened)) if given.as_str() != Some(opened.as_str()) => {
-                return refuse(errors::CLOSE_SAME_MAILBOX)
-            }
-            (Some(given), _) => match given.as_str() {
-                Some(given) => given.to_owned(),
-                None => return refuse(errors::CLOSE_NEEDS_STRING),
-            },
-            (None, Some(opened)) => opened.clone(),
-            (None, None) => return refuse(errors::CLOSE_NEEDS_OPEN),
-        };
+        let mailbox = given_or_remembered(
+            msg.get("mailbox"),
+            &state.mailbox_id,
+            [
+                errors::CLOSE_SAME_MAILBOX,
+                errors::CLOSE_NEEDS_STRING,
+                errors::CLOSE_NEEDS_OPEN,
+            ],
+        )?;
         // A close on a connection that has not opened the mailbox opens it first.
         if !state.open && self.open_mailbox(appid, &mailbox, side, now)? == Opened::Crowded {
             return refuse(errors::CROWDED);
