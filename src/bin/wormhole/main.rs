@@ -55,8 +55,10 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         value_name = "URL",
         env = "WORMHOLE_RELAY_URL",
+        hide_env_values = true,
         default_value = DEFAULT_RELAY
     )]
     pub relay_url: String,
@@ -65,14 +67,23 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         value_name = "ID",
         env = "WORMHOLE_APPID",
+        hide_env_values = true,
         default_value = TEXT_APPID
     )]
     pub appid: String,
 
     /// Give up if the transfer is not done after SECS seconds (default: wait forever)
-    #[arg(long, global = true, value_name = "SECS", env = "WORMHOLE_TIMEOUT")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "SECS",
+        env = "WORMHOLE_TIMEOUT",
+        hide_env_values = true
+    )]
     pub timeout: Option<f64>,
 
     /// Accepted for compatibility with the Python CLI and ignored: text transfers do not use
@@ -80,6 +91,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         value_name = "tcp:HOST:PORT",
         env = "WORMHOLE_TRANSIT_HELPER",
         hide_env_values = true
@@ -122,7 +134,12 @@ pub struct Common {
 #[derive(Debug, Args, Clone)]
 pub struct QrArgs {
     /// Show the code as a QR code (default: only when stderr is a terminal)
-    #[arg(long, overrides_with = "no_qr", env = "WORMHOLE_QR")]
+    #[arg(
+        long,
+        overrides_with = "no_qr",
+        env = "WORMHOLE_QR",
+        hide_env_values = true
+    )]
     pub qr: bool,
     /// Never show a QR code
     #[arg(long)]
@@ -276,9 +293,10 @@ impl Failure {
                 Error::RelayUnreachable(reason) => (
                     5,
                     format!(
-                        "Cannot reach the relay at {url}: {reason}.\n\
+                        "Cannot reach the relay at {url}: {}.\n\
                          Check your network connection and the relay URL (--relay-url or \
-                         WORMHOLE_RELAY_URL)."
+                         WORMHOLE_RELAY_URL).",
+                        unreachable_reason(reason, url)
                     ),
                 ),
                 Error::Unwelcome(text) => (
@@ -301,7 +319,9 @@ impl Failure {
                         "Timed out{} waiting for the other side.\n\
                          Check that they run `wormhole receive` (or `send`) with the same code \
                          and relay, then try again with a new code.",
-                        cx.timeout.map(|t| format!(" after {t} s")).unwrap_or_default()
+                        cx.timeout
+                            .map(|t| format!(" after {t} s"))
+                            .unwrap_or_default()
                     ),
                 ),
                 Error::MessageTooLarge { size, limit } => (
@@ -321,6 +341,16 @@ impl Failure {
             Failure::Text(other) => (1, format!("The transfer failed: {other}.")),
         }
     }
+}
+
+/// The library's reason names the URL already; keep only what went wrong.
+fn unreachable_reason<'a>(reason: &'a str, url: &str) -> &'a str {
+    let reason = reason.trim_end_matches('.');
+    reason
+        .strip_prefix("cannot reach the relay at ")
+        .and_then(|r| r.strip_prefix(url))
+        .and_then(|r| r.strip_prefix(": "))
+        .unwrap_or(reason)
 }
 
 fn init_tracing() {
@@ -421,7 +451,10 @@ impl Setup {
     pub fn other_side_options(&self) -> String {
         let mut s = String::new();
         if self.relay_url != DEFAULT_RELAY {
-            s.push_str(&format!(" --relay-url {}", ui::shell_quote(&self.relay_url)));
+            s.push_str(&format!(
+                " --relay-url {}",
+                ui::shell_quote(&self.relay_url)
+            ));
         }
         if self.appid != TEXT_APPID {
             s.push_str(&format!(" --appid {}", ui::shell_quote(&self.appid)));

@@ -48,7 +48,6 @@ impl Progress {
         };
         Progress { bar }
     }
-
 }
 
 impl Drop for Progress {
@@ -237,12 +236,18 @@ mod tests {
         assert_eq!(python_escape("it's"), "it's");
         assert_eq!(python_escape("it's \"x\""), "it\\'s \"x\"");
         assert_eq!(python_escape("caf\u{e9} \u{1F600}"), "caf\u{e9} \u{1F600}");
-        assert_eq!(python_escape("\u{0}\u{7f}\u{a0}\u{2028}"), "\\x00\\x7f\\xa0\\u2028");
+        assert_eq!(
+            python_escape("\u{0}\u{7f}\u{a0}\u{2028}"),
+            "\\x00\\x7f\\xa0\\u2028"
+        );
     }
 
     #[test]
     fn quoting_for_the_shell() {
-        assert_eq!(shell_quote("ws://127.0.0.1:4000/v1"), "ws://127.0.0.1:4000/v1");
+        assert_eq!(
+            shell_quote("ws://127.0.0.1:4000/v1"),
+            "ws://127.0.0.1:4000/v1"
+        );
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
     }
