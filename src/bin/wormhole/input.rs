@@ -10,7 +10,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rustyline::completion::Completer;
+use rustyline::completion::{Completer, Pair};
 use rustyline::config::{Behavior, CompletionType, Config};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -72,14 +72,14 @@ impl CodeHelper {
 }
 
 impl Completer for CodeHelper {
-    type Candidate = String;
+    type Candidate = Pair;
 
     fn complete(
         &self,
         line: &str,
         pos: usize,
         _ctx: &Context<'_>,
-    ) -> rustyline::Result<(usize, Vec<String>)> {
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let typed = line.get(..pos).unwrap_or(line);
         self.claim_if_typed(typed);
         let listed = if typed.contains('-') {
@@ -87,7 +87,22 @@ impl Completer for CodeHelper {
         } else {
             self.nameplates()
         };
-        Ok((0, completions(typed, self.words, &listed)))
+        // The list shows the last word (or the nameplate); the line gets the whole code.
+        let pairs = completions(typed, self.words, &listed)
+            .into_iter()
+            .map(|code| {
+                let shown = code.trim_end_matches('-');
+                let display = match shown.rsplit_once('-') {
+                    Some((_, last)) => last.to_string(),
+                    None => shown.to_string(),
+                };
+                Pair {
+                    display,
+                    replacement: code,
+                }
+            })
+            .collect();
+        Ok((0, pairs))
     }
 }
 

@@ -358,6 +358,7 @@ fn init_tracing() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_writer(std::io::stderr)
+            .with_ansi(ui::stderr_is_tty())
             .try_init();
     }
 }
