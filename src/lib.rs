@@ -15,6 +15,7 @@ pub mod core;
 pub mod crypto;
 pub mod relay;
 pub mod storage;
+pub mod text;
 pub mod wire;
 
 pub use api::{blocking, transport_for, Initiator, Receiver, Wormhole, CONNECT_TIMEOUT};

@@ -15,16 +15,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinHandle};
+use wormhole::text::TextError;
 use wormhole::{Code, Error, Wormhole};
 
 /// The app id of `wormhole send --text` / `wormhole receive`.
-pub const TEXT_APPID: &str = "lothar.com/wormhole/text-or-file-xfer";
+pub use wormhole::text::TEXT_APPID;
 /// Deadline for any single wait on a process or a network event.
 pub const DEADLINE: Duration = Duration::from_secs(45);
 /// A transit helper nobody listens on: keeps the Python CLI off the public transit relay.
@@ -302,6 +302,11 @@ impl Proc {
                 .map(|rest| rest.trim_end_matches('\r').to_string())
         })
         .await
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Whether the process has exited.
@@ -587,36 +592,20 @@ pub fn python_repr_body(text: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Text transfer with our library
+// Text transfer with our library (`wormhole::text`)
 
-fn parse_json(bytes: &[u8]) -> Result<Value, Error> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Error::Protocol(format!("peer message is not JSON: {e}")))
+/// The library's text errors as `wormhole::Error`s, which these tests compare against.
+fn plain(e: TextError) -> Error {
+    match e {
+        TextError::Wormhole(e) => e,
+        other => Error::Protocol(other.to_string()),
+    }
 }
 
 /// The sender's half of a text transfer on a wormhole that has its code: offer, wait for the
 /// answer, close.
 pub async fn send_text_on(w: &mut Wormhole, text: &str) -> Result<(), Error> {
-    let offer = json!({ "offer": { "message": text } });
-    w.send(offer.to_string().as_bytes()).await?;
-    loop {
-        let msg = parse_json(&w.recv().await?)?;
-        if let Some(e) = msg.get("error") {
-            let _ = w.close().await;
-            return Err(Error::Protocol(format!(
-                "remote error, transfer abandoned: {e}"
-            )));
-        }
-        if let Some(answer) = msg.get("answer") {
-            let ack = answer.get("message_ack");
-            if ack == Some(&json!("ok")) {
-                return w.close().await;
-            }
-            let _ = w.close().await;
-            return Err(Error::Protocol(format!("unexpected answer {answer}")));
-        }
-        // Anything else is ignored, as the Python sender does.
-    }
+    wormhole::text::send_text(w, text).await.map_err(plain)
 }
 
 /// Sends `text` as `wormhole send --text` does. With `code`, uses it; without, allocates a
@@ -646,35 +635,10 @@ pub async fn rust_receive_text(url: &str, code: &str) -> Result<String, Error> {
     let mut w = Wormhole::new(TEXT_APPID, url);
     let code = Code::parse(code).map_err(|e| Error::InvalidInput(e.to_string()))?;
     w.set_code(code).await?;
-    loop {
-        let msg = parse_json(&w.recv().await?)?;
-        if let Some(e) = msg.get("error") {
-            let _ = w.close().await;
-            return Err(Error::Protocol(format!("remote error: {e}")));
-        }
-        if let Some(offer) = msg.get("offer") {
-            match offer.get("message").and_then(Value::as_str) {
-                Some(text) => {
-                    let text = text.to_string();
-                    let answer = json!({ "answer": { "message_ack": "ok" } });
-                    w.send(answer.to_string().as_bytes()).await?;
-                    w.close().await?;
-                    return Ok(text);
-                }
-                None => {
-                    let _ = w
-                        .send(
-                            json!({ "error": "unknown offer type" })
-                                .to_string()
-                                .as_bytes(),
-                        )
-                        .await;
-                    let _ = w.close().await;
-                    return Err(Error::Protocol(format!("unexpected offer {offer}")));
-                }
-            }
-        }
-    }
+    wormhole::text::receive_text(&mut w)
+        .await
+        .map(|r| r.text)
+        .map_err(plain)
 }
 
 // ---------------------------------------------------------------------------------------------
