@@ -388,6 +388,7 @@ async fn relay_unreachable_names_the_url() {
             .contains(&format!("ERROR: Cannot reach the relay at {url}: ")),
         "{f}"
     );
+    assert_eq!(f.stderr.matches(&url).count(), 1, "the URL once: {f}");
     assert!(f.stderr.contains("--relay-url"), "{f}");
     assert!(started.elapsed() < Duration::from_secs(10), "{f}");
 }

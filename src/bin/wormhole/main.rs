@@ -344,11 +344,11 @@ impl Failure {
 }
 
 /// The library's reason names the URL already; keep only what went wrong.
+/// The "why" of an unreachable relay, without the URL the message already names.
 fn unreachable_reason<'a>(reason: &'a str, url: &str) -> &'a str {
     let reason = reason.trim_end_matches('.');
     reason
-        .strip_prefix("cannot reach the relay at ")
-        .and_then(|r| r.strip_prefix(url))
+        .strip_prefix(url)
         .and_then(|r| r.strip_prefix(": "))
         .unwrap_or(reason)
 }
