@@ -44,6 +44,9 @@ pub struct BenchArgs {
     /// Application id used for the exchanges.
     #[arg(long, default_value = "wormhole-relay/bench")]
     appid: String,
+    /// Worker threads of the load generator (1 = a current-thread runtime).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 type BenchError = Box<dyn std::error::Error + Send + Sync>;
