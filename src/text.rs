@@ -97,6 +97,22 @@ async fn close_after(w: &mut Wormhole, err: TextError) -> TextError {
     err
 }
 
+/// The next application message, as a JSON object. A failure, a message that is not a JSON
+/// object, or an `{"error": ...}` from the other side closes the wormhole and is returned.
+async fn next_message(w: &mut Wormhole) -> Result<Value, TextError> {
+    let received = match w.recv().await {
+        Ok(bytes) => parse(&bytes).and_then(|msg| match msg.get("error") {
+            Some(e) => Err(remote_error(e)),
+            None => Ok(msg),
+        }),
+        Err(e) => Err(e.into()),
+    };
+    match received {
+        Ok(msg) => Ok(msg),
+        Err(e) => Err(close_after(w, e).await),
+    }
+}
+
 /// Sends `text` on a wormhole whose code is allocated or set: offers it, waits for the answer,
 /// and closes the wormhole (also on failure).
 ///
@@ -107,17 +123,7 @@ pub async fn send_text(w: &mut Wormhole, text: &str) -> Result<(), TextError> {
         return Err(close_after(w, e.into()).await);
     }
     loop {
-        let bytes = match w.recv().await {
-            Ok(b) => b,
-            Err(e) => return Err(close_after(w, e.into()).await),
-        };
-        let msg = match parse(&bytes) {
-            Ok(m) => m,
-            Err(e) => return Err(close_after(w, e).await),
-        };
-        if let Some(e) = msg.get("error") {
-            return Err(close_after(w, remote_error(e)).await);
-        }
+        let msg = next_message(w).await?;
         if let Some(answer) = msg.get("answer") {
             return match answer.get("message_ack").and_then(Value::as_str) {
                 Some("ok") => Ok(w.close().await?),
@@ -140,17 +146,7 @@ pub async fn send_text(w: &mut Wormhole, text: &str) -> Result<(), TextError> {
 /// [`TextError::UnsupportedOffer`].
 pub async fn receive_text(w: &mut Wormhole) -> Result<Received, TextError> {
     loop {
-        let bytes = match w.recv().await {
-            Ok(b) => b,
-            Err(e) => return Err(close_after(w, e.into()).await),
-        };
-        let msg = match parse(&bytes) {
-            Ok(m) => m,
-            Err(e) => return Err(close_after(w, e).await),
-        };
-        if let Some(e) = msg.get("error") {
-            return Err(close_after(w, remote_error(e)).await);
-        }
+        let msg = next_message(w).await?;
         let Some(offer) = msg.get("offer") else {
             tracing::debug!("ignoring a message that is neither offer nor error");
             continue;

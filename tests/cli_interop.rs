@@ -7,8 +7,8 @@ mod support;
 use std::future::Future;
 
 use support::{
-    py_receive, py_send_text, python_repr_body, venv, Finished, OurRelay, Proc, PythonRelay,
-    Stream, TempDir, DEADLINE, DEAD_TRANSIT_HELPER,
+    py_receive, py_send_text, python_cli, python_repr_body, Finished, OurRelay, Proc, PythonRelay,
+    Stream, TempDir, DEADLINE,
 };
 use tokio::process::Command;
 
@@ -113,16 +113,8 @@ async fn python_sends_a_file(url: &str) {
     let home = TempDir::new("py-send-file");
     let file = home.path().join("notes.txt");
     std::fs::write(&file, "not text mode").expect("write the file to send");
-    let mut cmd = Command::new(venv().join("bin/wormhole"));
-    cmd.env("HOME", home.path())
-        .env("PYTHONUNBUFFERED", "1")
-        .env("PYTHONIOENCODING", "utf-8")
-        .env_remove("WORMHOLE_RELAY_URL")
-        .env_remove("WORMHOLE_TRANSIT_HELPER")
-        .env_remove("WORMHOLE_QR")
-        .current_dir(home.path())
-        .args(["--relay-url", url, "--transit-helper", DEAD_TRANSIT_HELPER])
-        .args(["send", "--hide-progress", "--no-qr", "notes.txt"]);
+    let mut cmd = python_cli(url, &home);
+    cmd.args(["send", "--hide-progress", "--no-qr", "notes.txt"]);
     let sender = Proc::spawn("python wormhole send FILE", cmd, vec![home]);
     let code = sender
         .wait_line_after(Stream::Stderr, "Wormhole code is: ", DEADLINE)

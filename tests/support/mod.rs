@@ -516,7 +516,7 @@ async fn http_get_root(port: u16) -> bool {
 
 /// A `wormhole` CLI command from the venv, with a private `HOME`, the given relay, and the
 /// dead transit helper. Environment variables that could point it elsewhere are removed.
-fn python_cli(relay_url: &str, home: &TempDir) -> Command {
+pub fn python_cli(relay_url: &str, home: &TempDir) -> Command {
     let mut cmd = Command::new(venv().join("bin/wormhole"));
     cmd.env("HOME", home.path())
         .env("PYTHONUNBUFFERED", "1")
