@@ -103,6 +103,15 @@ pub enum ClientMessage {
         /// Echoed back.
         ping: i64,
     },
+    /// A hashcash permission stamp, sent before `bind` to relays that ask for one in their
+    /// welcome (`permission-required`). Specified by magic-wormhole-protocols and sent by the
+    /// Rust magic-wormhole client; the Python relay 0.8 (and ours) answers `unknown type`.
+    SubmitPermission {
+        /// `hashcash`.
+        method: String,
+        /// The stamp, e.g. `1:6:210723:resource-string::<rand>:<counter>`.
+        stamp: String,
+    },
 }
 
 /// A relay → client frame: a message plus the relay's `server_tx` timestamp.

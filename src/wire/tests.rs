@@ -121,6 +121,13 @@ fn client_message_encodings() {
         ),
         ("ping", client(ClientMessage::Ping { ping: 7 })),
         (
+            "submit_permission",
+            client(ClientMessage::SubmitPermission {
+                method: "hashcash".into(),
+                stamp: "1:6:210723:resource-string::rand:ctr".into(),
+            }),
+        ),
+        (
             "claim_with_id",
             ClientFrame {
                 message: ClientMessage::Claim {
@@ -480,4 +487,17 @@ fn unknown_server_type_is_unknown() {
     // Unknown client types are refused: the relay core reports them itself.
     assert!(ClientFrame::parse(r#"{"type": "bogus"}"#).is_err());
     assert!(ServerFrame::parse(r#"{"no": "type"}"#).is_err());
+}
+
+/// test-vectors.md §9: the Rust client's hashcash frame, as an exact string.
+#[test]
+fn submit_permission_matches_the_rust_client_exactly() {
+    let frame = ClientFrame::new(ClientMessage::SubmitPermission {
+        method: "hashcash".into(),
+        stamp: "stamp".into(),
+    });
+    assert_eq!(
+        frame.to_json(),
+        r#"{"type":"submit-permission","method":"hashcash","stamp":"stamp"}"#
+    );
 }
