@@ -10,8 +10,11 @@ use tokio::sync::{mpsc, oneshot};
 use wormhole_transports::{Connection, Delivery, Transport, TransportError};
 
 use crate::clock::Clock;
+use crate::code::Code;
 use crate::core::{Error, Event, Input, Output, Session};
+use crate::crypto::Verifier;
 use crate::storage::Storage;
+use crate::wire::Welcome;
 
 /// How long one connection attempt may take before it counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -40,8 +43,33 @@ pub(crate) struct Journal {
 
 type Connecting = Pin<Box<dyn Future<Output = Result<Box<dyn Connection>, TransportError>> + Send>>;
 
+/// What the session has told the application so far. The driver updates it before handing
+/// each event on, so that getters on the API side are current even while nobody awaits events.
+#[derive(Debug, Default)]
+pub(crate) struct Observed {
+    pub code: Option<Code>,
+    pub verifier: Option<Verifier>,
+    pub peer_versions: Option<serde_json::Value>,
+    pub welcome: Option<Welcome>,
+    pub consumed: bool,
+}
+
+impl Observed {
+    fn record(&mut self, event: &Event) {
+        match event {
+            Event::Code(code) => self.code = Some(code.clone()),
+            Event::Key { verifier } => self.verifier = Some(*verifier),
+            Event::PeerVersions(v) => self.peer_versions = Some(v.clone()),
+            Event::Welcome(w) => self.welcome = Some(w.clone()),
+            Event::CodeConsumed => self.consumed = true,
+            _ => {}
+        }
+    }
+}
+
 /// Everything the driver task needs.
 pub(crate) struct Driver {
+    pub observed: Arc<std::sync::Mutex<Observed>>,
     pub session: Session,
     pub url: String,
     pub transport: Arc<dyn Transport>,
@@ -99,6 +127,10 @@ impl Driver {
                         }
                     }
                     Output::Event(event) => {
+                        self.observed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .record(&event);
                         // The application may have stopped listening; the session still
                         // finishes its close handshake.
                         let _ = events.send(event);

@@ -8,7 +8,7 @@ mod driver;
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::RngCore;
@@ -24,7 +24,7 @@ use crate::core::{Config, Error, Event, Input, Schedule, Session};
 use crate::crypto::Verifier;
 use crate::storage::Storage;
 use crate::wire::Welcome;
-use driver::{Command, Driver, Journal};
+use driver::{Command, Driver, Journal, Observed};
 
 pub use driver::CONNECT_TIMEOUT;
 
@@ -51,6 +51,26 @@ struct Running {
 /// Use [`allocate_code`](Wormhole::allocate_code) on one side and
 /// [`set_code`](Wormhole::set_code) on the other, then [`send`](Wormhole::send) and
 /// [`recv`](Wormhole::recv) any number of messages, and [`close`](Wormhole::close).
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use wormhole::Wormhole;
+/// let relay = wormhole::relay::server::spawn_memory("doc-wormhole").unwrap();
+///
+/// let mut alice = Wormhole::new("example.com/app", relay.url());
+/// let code = alice.allocate_code(2).await?;          // show this to Bob
+///
+/// let mut bob = Wormhole::new("example.com/app", relay.url());
+/// bob.set_code(code).await?;                         // Bob types it in
+///
+/// alice.send(b"hello Bob").await?;
+/// assert_eq!(bob.recv().await?, b"hello Bob");
+/// assert_eq!(alice.verifier(), bob.verifier());      // optional: compare out of band
+/// alice.close().await?;
+/// bob.close().await?;
+/// # Ok::<(), wormhole::Error>(())
+/// # }).unwrap();
+/// ```
 pub struct Wormhole {
     url: String,
     config: Config,
@@ -59,13 +79,9 @@ pub struct Wormhole {
     journal: Option<Journal>,
     seed: Option<[u8; 32]>,
     running: Option<Running>,
-    // What the events told us so far.
-    code: Option<Code>,
-    verifier: Option<Verifier>,
-    peer_versions: Option<Value>,
-    welcome: Option<Welcome>,
+    /// What the session has told so far, kept current by the driver.
+    observed: Arc<Mutex<Observed>>,
     nameplates: Option<Vec<Nameplate>>,
-    consumed: bool,
     data: VecDeque<Vec<u8>>,
     outcome: Option<Result<(), Error>>,
 }
@@ -75,7 +91,7 @@ impl fmt::Debug for Wormhole {
         f.debug_struct("Wormhole")
             .field("url", &self.url)
             .field("appid", &self.config.appid)
-            .field("code", &self.code)
+            .field("code", &self.observed().code)
             .field("running", &self.running.is_some())
             .field("outcome", &self.outcome)
             .finish_non_exhaustive()
@@ -94,12 +110,8 @@ impl Wormhole {
             journal: None,
             seed: None,
             running: None,
-            code: None,
-            verifier: None,
-            peer_versions: None,
-            welcome: None,
+            observed: Arc::default(),
             nameplates: None,
-            consumed: false,
             data: VecDeque::new(),
             outcome: None,
         }
@@ -163,29 +175,36 @@ impl Wormhole {
         &self.url
     }
 
+    fn observed(&self) -> std::sync::MutexGuard<'_, Observed> {
+        self.observed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The code, once allocated or set.
-    pub fn code(&self) -> Option<&Code> {
-        self.code.as_ref()
+    pub fn code(&self) -> Option<Code> {
+        self.observed().code.clone()
     }
 
     /// The verifier, once the key is confirmed. Both sides see the same one.
+    ///
+    /// This is current as soon as the session confirms the key, even while nobody awaits
+    /// this `Wormhole`; [`verify`](Wormhole::verify) waits for it.
     pub fn verifier(&self) -> Option<Verifier> {
-        self.verifier
+        self.observed().verifier
     }
 
     /// The other side's `app_versions`, once received.
-    pub fn peer_app_versions(&self) -> Option<&Value> {
-        self.peer_versions.as_ref()
+    pub fn peer_app_versions(&self) -> Option<Value> {
+        self.observed().peer_versions.clone()
     }
 
     /// The relay's welcome, once received.
-    pub fn welcome(&self) -> Option<&Welcome> {
-        self.welcome.as_ref()
+    pub fn welcome(&self) -> Option<Welcome> {
+        self.observed().welcome.clone()
     }
 
     /// Whether the relay confirmed that the nameplate is released (the code is used up).
     pub fn code_consumed(&self) -> bool {
-        self.consumed
+        self.observed().consumed
     }
 
     fn start(&mut self) -> Result<&mut Running, Error> {
@@ -206,6 +225,7 @@ impl Wormhole {
             let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
             let (ev_tx, ev_rx) = mpsc::unbounded_channel();
             let driver = Driver {
+                observed: self.observed.clone(),
                 session,
                 url: self.url.clone(),
                 transport,
@@ -260,12 +280,15 @@ impl Wormhole {
         let running = self.running.as_mut()?;
         let event = running.events.recv().await;
         match &event {
-            Some(Event::Code(code)) => self.code = Some(code.clone()),
-            Some(Event::Key { verifier }) => self.verifier = Some(*verifier),
-            Some(Event::PeerVersions(v)) => self.peer_versions = Some(v.clone()),
-            Some(Event::Welcome(w)) => self.welcome = Some(w.clone()),
             Some(Event::Nameplates(n)) => self.nameplates = Some(n.clone()),
-            Some(Event::CodeConsumed) => self.consumed = true,
+            // Recorded in `observed` by the driver.
+            Some(
+                Event::Code(_)
+                | Event::Key { .. }
+                | Event::PeerVersions(_)
+                | Event::Welcome(_)
+                | Event::CodeConsumed,
+            ) => {}
             Some(Event::Data(d)) => self.data.push_back(d.clone()),
             Some(Event::Closed(outcome)) => {
                 self.outcome = Some(outcome.clone());
@@ -301,14 +324,14 @@ impl Wormhole {
     /// Python CLI uses 2). Show it to the other person.
     pub async fn allocate_code(&mut self, words: usize) -> Result<Code, Error> {
         self.command(Input::Allocate { words }).await?;
-        self.wait_for(|w| w.code.is_some()).await?;
-        self.code.clone().ok_or(Error::Closed)
+        self.wait_for(|w| w.code().is_some()).await?;
+        self.code().ok_or(Error::Closed)
     }
 
     /// Uses a code typed in by the user.
     pub async fn set_code(&mut self, code: Code) -> Result<(), Error> {
         self.command(Input::SetCode(code.clone())).await?;
-        self.code = Some(code);
+        self.observed().code = Some(code);
         Ok(())
     }
 
@@ -339,8 +362,8 @@ impl Wormhole {
 
     /// Waits until the key is confirmed and returns the verifier.
     pub async fn verify(&mut self) -> Result<Verifier, Error> {
-        self.wait_for(|w| w.verifier.is_some()).await?;
-        self.verifier.ok_or(Error::Closed)
+        self.wait_for(|w| w.verifier().is_some()).await?;
+        self.verifier().ok_or(Error::Closed)
     }
 
     /// Derives a key for the application's own use from the shared key (HKDF-SHA256 with
@@ -423,7 +446,7 @@ impl Initiator {
     /// Allocates the code (once) and returns it.
     pub async fn get_code(&mut self) -> Result<Code, Error> {
         if let Some(code) = self.wormhole.code() {
-            return Ok(code.clone());
+            return Ok(code);
         }
         self.wormhole.allocate_code(self.words).await
     }
