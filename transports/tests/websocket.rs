@@ -9,7 +9,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use wormhole_transports::websocket::{
-    WebSocketConnection, WebSocketListener, WebSocketOptions, WebSocketTransport, BANNER,
+    accept_stream, Accepted, WebSocketConnection, WebSocketListener, WebSocketOptions,
+    WebSocketTransport, BANNER,
 };
 use wormhole_transports::{Connection, Listener, Transport, TransportError};
 
@@ -455,6 +456,41 @@ async fn client_over_a_custom_stream() {
         let mut s = l.accept().await.expect("accept");
         s.send("hi".into()).await.expect("send");
         assert_eq!(c.recv().await.expect("recv").as_deref(), Some("hi"));
+    })
+    .await
+}
+
+/// Both ends over an in-memory duplex pipe: no socket at all, as under a network simulator.
+#[tokio::test]
+async fn both_ends_over_an_in_memory_pipe() {
+    within(async {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            accept_stream(server_io, None, &WebSocketOptions::relay()).await
+        });
+        let mut c = WebSocketConnection::client_over(client_io, "ws://relay.sim:4000/v1")
+            .await
+            .expect("handshake");
+        let mut s = match server.await.expect("server task").expect("accept") {
+            Accepted::WebSocket(conn) => conn,
+            Accepted::Http(_) => panic!("expected a WebSocket upgrade"),
+        };
+        c.send("from client".into()).await.expect("send");
+        assert_eq!(
+            s.recv().await.expect("recv").as_deref(),
+            Some("from client")
+        );
+        s.send_all(vec!["one".into(), "two".into()])
+            .await
+            .expect("send_all");
+        assert_eq!(c.recv().await.expect("recv").as_deref(), Some("one"));
+        assert_eq!(c.recv().await.expect("recv").as_deref(), Some("two"));
+        // The relay side is always reading, so the client's close completes at once.
+        let server_end = tokio::spawn(async move { s.recv().await });
+        let started = Instant::now();
+        c.close().await.expect("close");
+        assert!(started.elapsed() < Duration::from_secs(1), "close waited");
+        assert_eq!(server_end.await.expect("task").expect("recv"), None);
     })
     .await
 }
