@@ -1,10 +1,39 @@
 //! `wormhole`: exchange a small secret message between two computers with a short human code
-//! like `7-guitarist-revenge`, compatible with magic-wormhole.
+//! like `7-guitarist-revenge`, compatible with magic-wormhole (the Python `wormhole` CLI 0.24
+//! and mailbox server 0.8 interoperate with this crate, its relay and its CLI).
+//!
+//! One side allocates a code from a rendezvous relay and shows it; the other types it in. Both
+//! run SPAKE2 on the code, so they share a key only if the codes match, and then exchange
+//! encrypted, authenticated messages through the relay, which sees neither key nor plaintext.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! // An in-process relay; real programs use e.g. "ws://relay.magic-wormhole.io:4000/v1".
+//! let relay = wormhole::relay::server::spawn_memory("crate-doc").unwrap();
+//!
+//! let mut initiator = wormhole::Initiator::new("example.com/app", relay.url());
+//! let code = initiator.get_code().await?;            // e.g. 4-adroitness-aardvark
+//!
+//! let mut receiver = wormhole::Receiver::new("example.com/app", relay.url());
+//! receiver.set_code(code.as_str()).await?;
+//!
+//! let (a, b) = tokio::join!(initiator.get_data(b"hi from A"), receiver.get_data(b"hi from B"));
+//! assert_eq!(a?, b"hi from B");
+//! assert_eq!(b?, b"hi from A");
+//! # Ok::<(), wormhole::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! [`blocking`] has the same `Initiator` and `Receiver` for programs without an async runtime;
+//! [`Wormhole`] exchanges any number of messages and offers the verifier, the other side's
+//! `app_versions` and [`derive_key`](Wormhole::derive_key).
 //!
 //! Layers, from the bottom: [`code`] (codes and the PGP word list), [`crypto`] (SPAKE2, HKDF,
 //! secretbox), [`wire`] (relay messages), [`core`] (the sans-IO client state machine),
-//! [`relay`] (the sans-IO mailbox server and its runner), then the async API and its
-//! [`blocking`] wrappers.
+//! [`relay`] (the sans-IO mailbox server and its runner), then the async API, its
+//! [`blocking`] wrappers and [`text`] (the text-transfer protocol of `wormhole send --text`).
+//! Transports (memory, WebSocket) are in [`transports`], chosen by the relay URL's scheme
+//! (`mem://`, `ws://`, `wss://`), or given with [`Wormhole::with_transport`].
 
 #![warn(missing_docs)]
 
