@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measures our relay and the Python mailbox server 0.8 side by side, in one run, on loopback:
-# exchanges/s and latency at 1, 100 and 1000 concurrent pairs, and relay memory with 10,000
-# idle connections. Prints a Markdown table. Needs the interop venv (scripts/setup-interop.sh).
+# exchanges/s and latency at 1, 100 and 1000 concurrent pairs (closed loop), 1000 pairs at a
+# fixed offered rate (open loop), and relay memory with 10,000 idle connections. Prints a Markdown table. Needs the interop venv (scripts/setup-interop.sh).
 #   scripts/compare-relays.sh [DURATION_SECS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +37,22 @@ print(f"| {name} | {pairs} | {out['exchanges_per_s']:.0f} | {out['p50_ms']:.1f} 
 PYEOF
     sleep 2
   done
+done
+echo
+echo "Open loop: 1000 pairs, exchanges started at a fixed total rate; latency from each scheduled start."
+echo
+echo "| relay | pairs | offered/s | exchanges/s | p50 ms | p99 ms | failed |"
+echo "|---|---|---|---|---|---|---|"
+for spec in "ours 1000" "ours 3000" "python 50" "python 1000"; do
+  set -- $spec; name=$1; rate=$2
+  port=$OUR_PORT; [ "$name" = python ] && port=$PY_PORT
+  out=$($BIN bench --url "ws://127.0.0.1:$port/v1" --pairs 1000 --rate "$rate" --duration "$DURATION" --json)
+  python3 - "$name" "$rate" "$out" <<'PYEOF'
+import json, sys
+name, rate, out = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+print(f"| {name} | 1000 | {rate} | {out['exchanges_per_s']:.0f} | {out['p50_ms']:.1f} | {out['p99_ms']:.1f} | {out['failed']} |")
+PYEOF
+  sleep 2
 done
 echo
 echo "| relay | idle connections | answering | KiB per connection |"

@@ -32,6 +32,11 @@ pub struct BenchArgs {
     /// Seconds to run.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
+    /// Open loop: start exchanges at this total rate (per second, spread over the pairs)
+    /// instead of back to back. Latency is then measured from each exchange's scheduled
+    /// start, so a relay that falls behind shows it.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Hold this many idle bound connections instead of running exchanges.
     #[arg(long)]
     idle: Option<usize>,
@@ -69,8 +74,17 @@ async fn exchanges(args: &BenchArgs, duration: Duration) -> Result<(), Box<dyn s
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
     let start = Instant::now();
     let end = start + duration;
+    let pairs = args.pairs.max(1);
+    // With --rate, each pair starts an exchange every `pairs / rate` seconds, staggered.
+    let interval = match args.rate {
+        Some(rate) if rate > 0.0 && rate.is_finite() => {
+            Some(Duration::from_secs_f64(pairs as f64 / rate))
+        }
+        Some(_) => return Err("--rate must be a positive number".into()),
+        None => None,
+    };
     let mut workers = Vec::new();
-    for worker in 0..args.pairs.max(1) {
+    for worker in 0..pairs {
         let transport = transport.clone();
         let url = args.url.clone();
         let appid = args.appid.clone();
@@ -79,10 +93,21 @@ async fn exchanges(args: &BenchArgs, duration: Duration) -> Result<(), Box<dyn s
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut n: u64 = 0;
+            let mut scheduled = interval.map(|i| start + i.mul_f64(worker as f64 / pairs as f64));
             while Instant::now() < end {
                 n += 1;
                 let sides = (format!("a{worker:05}{n:04}"), format!("b{worker:05}{n:04}"));
-                let t0 = Instant::now();
+                let t0 = match (scheduled, interval) {
+                    (Some(at), Some(i)) => {
+                        if at >= end {
+                            break;
+                        }
+                        tokio::time::sleep_until(at.into()).await;
+                        scheduled = Some(at + i);
+                        at
+                    }
+                    _ => Instant::now(),
+                };
                 let outcome = tokio::time::timeout(
                     EXCHANGE_TIMEOUT,
                     exchange(&transport, &url, &appid, sides),
@@ -125,6 +150,7 @@ async fn exchanges(args: &BenchArgs, duration: Duration) -> Result<(), Box<dyn s
         let out = serde_json::json!({
             "url": args.url,
             "pairs": args.pairs,
+            "rate": args.rate,
             "duration_s": elapsed,
             "exchanges": done,
             "exchanges_per_s": rate,
@@ -135,8 +161,12 @@ async fn exchanges(args: &BenchArgs, duration: Duration) -> Result<(), Box<dyn s
         });
         println!("{out}");
     } else {
+        let mode = match args.rate {
+            Some(r) => format!(" (open loop, {r} offered/s)"),
+            None => String::new(),
+        };
         println!(
-            "{done} exchanges in {elapsed:.1} s with {} pairs: {rate:.0} exchanges/s, \
+            "{done} exchanges in {elapsed:.1} s with {} pairs{mode}: {rate:.0} exchanges/s, \
              p50 {:.2} ms, p99 {:.2} ms, {failed} failed",
             args.pairs,
             pct(0.50),
