@@ -26,16 +26,23 @@ sleep 1
 
 echo "| relay | pairs | exchanges/s | p50 ms | p99 ms | failed |"
 echo "|---|---|---|---|---|---|"
+# row NAME LEADING-CELLS BENCH-ARGS...: one table row from a `bench --json` run.
+row() {
+  local name=$1 cells=$2; shift 2
+  local port=$OUR_PORT; [ "$name" = python ] && port=$PY_PORT
+  local out
+  out=$($BIN bench --url "ws://127.0.0.1:$port/v1" --duration "$DURATION" --json "$@")
+  python3 - "$name" "$cells" "$out" <<'PYEOF'
+import json, sys
+name, cells, out = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+print(f"| {name} | {cells} | {out['exchanges_per_s']:.0f} | {out['p50_ms']:.1f} | {out['p99_ms']:.1f} | {out['failed']} |")
+PYEOF
+  sleep 2
+}
+
 for pairs in 1 100 1000; do
   for name in ours python; do
-    port=$OUR_PORT; [ "$name" = python ] && port=$PY_PORT
-    out=$($BIN bench --url "ws://127.0.0.1:$port/v1" --pairs "$pairs" --duration "$DURATION" --json)
-    python3 - "$name" "$pairs" "$out" <<'PYEOF'
-import json, sys
-name, pairs, out = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-print(f"| {name} | {pairs} | {out['exchanges_per_s']:.0f} | {out['p50_ms']:.1f} | {out['p99_ms']:.1f} | {out['failed']} |")
-PYEOF
-    sleep 2
+    row "$name" "$pairs" --pairs "$pairs"
   done
 done
 echo
@@ -44,15 +51,8 @@ echo
 echo "| relay | pairs | offered/s | exchanges/s | p50 ms | p99 ms | failed |"
 echo "|---|---|---|---|---|---|---|"
 for spec in "ours 1000" "ours 3000" "python 50" "python 1000"; do
-  set -- $spec; name=$1; rate=$2
-  port=$OUR_PORT; [ "$name" = python ] && port=$PY_PORT
-  out=$($BIN bench --url "ws://127.0.0.1:$port/v1" --pairs 1000 --rate "$rate" --duration "$DURATION" --json)
-  python3 - "$name" "$rate" "$out" <<'PYEOF'
-import json, sys
-name, rate, out = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-print(f"| {name} | 1000 | {rate} | {out['exchanges_per_s']:.0f} | {out['p50_ms']:.1f} | {out['p99_ms']:.1f} | {out['failed']} |")
-PYEOF
-  sleep 2
+  set -- $spec
+  row "$1" "1000 | $2" --pairs 1000 --rate "$2"
 done
 echo
 echo "| relay | idle connections | answering | KiB per connection |"

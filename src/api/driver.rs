@@ -100,7 +100,7 @@ impl Driver {
                 match out {
                     Output::Connect => {
                         conn = None;
-                        connecting = Some(self.connect(now()));
+                        connecting = Some(self.connect());
                     }
                     Output::Transmit(frame) => {
                         if let Some(c) = conn.as_mut() {
@@ -197,12 +197,11 @@ impl Driver {
         }
     }
 
-    fn connect(&self, now: Duration) -> Connecting {
+    /// One connection attempt, failing after [`CONNECT_TIMEOUT`] of clock time.
+    fn connect(&self) -> Connecting {
         let transport = self.transport.clone();
         let url = self.url.clone();
-        let timeout = self
-            .clock
-            .sleep_until(self.clock_deadline(now, CONNECT_TIMEOUT));
+        let timeout = self.clock.sleep_until(self.clock.now() + CONNECT_TIMEOUT);
         Box::pin(async move {
             tokio::select! {
                 result = transport.connect(&url) => result,
@@ -212,10 +211,6 @@ impl Driver {
                 }),
             }
         })
-    }
-
-    fn clock_deadline(&self, _session_now: Duration, after: Duration) -> Duration {
-        self.clock.now() + after
     }
 
     fn journal(&self) {

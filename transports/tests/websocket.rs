@@ -24,6 +24,29 @@ fn relay(options: WebSocketOptions) -> WebSocketListener {
     WebSocketListener::bind(any_port(), options).expect("bind")
 }
 
+/// A relay side that pings after 100 ms of silence and gives up after 300 ms, its accepted
+/// end, and a client (default, slow keepalive) whose task waits in `recv` for one frame.
+async fn fast_keepalive_pair() -> (
+    WebSocketListener,
+    Box<dyn Connection>,
+    tokio::task::JoinHandle<(Box<dyn Connection>, Result<Option<String>, TransportError>)>,
+) {
+    let fast = WebSocketOptions::relay()
+        .with_keepalive_interval(Duration::from_millis(100))
+        .with_dead_after(Duration::from_millis(300));
+    let mut l = relay(fast);
+    let mut c = WebSocketTransport::default()
+        .connect(&l.url())
+        .await
+        .expect("connect");
+    let s = l.accept().await.expect("accept");
+    let client = tokio::spawn(async move {
+        let got = c.recv().await;
+        (c, got)
+    });
+    (l, s, client)
+}
+
 async fn within<F: std::future::Future>(f: F) -> F::Output {
     timeout(DEADLINE, f).await.expect("test deadline exceeded")
 }
@@ -259,19 +282,7 @@ async fn pings_are_answered_and_keep_the_connection_alive() {
     within(async {
         // Relay side pings every 100 ms and gives up after 300 ms of silence; the client's own
         // keepalive is long, so only its PONGs keep the relay side alive.
-        let fast = WebSocketOptions::relay()
-            .with_keepalive_interval(Duration::from_millis(100))
-            .with_dead_after(Duration::from_millis(300));
-        let mut l = relay(fast);
-        let mut c = WebSocketTransport::default()
-            .connect(&l.url())
-            .await
-            .expect("connect");
-        let mut s = l.accept().await.expect("accept");
-        let client = tokio::spawn(async move {
-            let got = c.recv().await;
-            (c, got)
-        });
+        let (_l, mut s, client) = fast_keepalive_pair().await;
         // 1.2 s of silence on the data channel: recv must not fail.
         let quiet = timeout(Duration::from_millis(1200), s.recv()).await;
         assert!(quiet.is_err(), "relay recv ended early: {quiet:?}");
@@ -500,19 +511,7 @@ async fn late_recv_pings_before_declaring_the_peer_dead() {
     within(async {
         // The relay side is not polled for longer than dead_after; its peer is alive. The first
         // recv afterwards must ping and get the PONG rather than fail at once.
-        let fast = WebSocketOptions::relay()
-            .with_keepalive_interval(Duration::from_millis(100))
-            .with_dead_after(Duration::from_millis(300));
-        let mut l = relay(fast);
-        let mut c = WebSocketTransport::default()
-            .connect(&l.url())
-            .await
-            .expect("connect");
-        let mut s = l.accept().await.expect("accept");
-        let client = tokio::spawn(async move {
-            let got = c.recv().await;
-            (c, got)
-        });
+        let (_l, mut s, client) = fast_keepalive_pair().await;
         tokio::time::sleep(Duration::from_millis(600)).await;
         let quiet = timeout(Duration::from_millis(500), s.recv()).await;
         assert!(quiet.is_err(), "relay recv ended: {quiet:?}");
