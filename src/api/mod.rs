@@ -15,7 +15,6 @@ use rand::RngCore;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use wormhole_transports::memory::MemoryTransport;
-use wormhole_transports::websocket::WebSocketTransport;
 use wormhole_transports::{split_scheme, Transport};
 
 use crate::clock::{Clock, TokioClock};
@@ -33,7 +32,10 @@ pub fn transport_for(url: &str) -> Result<Arc<dyn Transport>, Error> {
     let (scheme, _) = split_scheme(url).map_err(|e| Error::InvalidInput(e.to_string()))?;
     match scheme {
         "mem" => Ok(Arc::new(MemoryTransport)),
-        "ws" | "wss" => Ok(Arc::new(WebSocketTransport::default())),
+        #[cfg(feature = "websocket")]
+        "ws" | "wss" => Ok(Arc::new(
+            wormhole_transports::websocket::WebSocketTransport::default(),
+        )),
         other => Err(Error::InvalidInput(format!(
             "no built-in transport for {other}:// relay URLs (relay URL {url:?})"
         ))),
