@@ -49,5 +49,5 @@ pub mod wire;
 
 pub use api::{blocking, transport_for, Initiator, Receiver, Wormhole, CONNECT_TIMEOUT};
 pub use code::Code;
-pub use core::Error;
+pub use core::{Error, Schedule, SchedulePreset};
 pub use wormhole_transports as transports;

@@ -48,7 +48,9 @@ pub enum ScheduleError {
         index: usize,
     },
     /// Steps must be sorted by `when`.
-    #[error("schedule step {index} starts before the step ahead of it; sort the steps by start time")]
+    #[error(
+        "schedule step {index} starts before the step ahead of it; sort the steps by start time"
+    )]
     Unsorted {
         /// The 0-based index of the first step that is out of order.
         index: usize,
@@ -278,7 +280,10 @@ pub fn jitter_bounds(delay: Duration) -> (Duration, Duration) {
     let span = Duration::try_from_secs_f64(delay.as_secs_f64() * RECONNECT_JITTER)
         .unwrap_or(Duration::ZERO)
         .min(delay);
-    (delay - span, (delay - span).saturating_add(span.saturating_mul(2)))
+    (
+        delay - span,
+        (delay - span).saturating_add(span.saturating_mul(2)),
+    )
 }
 
 #[cfg(test)]
@@ -342,7 +347,10 @@ mod tests {
         assert_eq!(f.interval_at(Duration::from_secs(3600)), s(10_000));
         let l = Schedule::long_lived();
         assert_eq!(l.interval_at(s(0)), Duration::from_secs(60));
-        assert_eq!(l.interval_at(Duration::from_secs(599)), Duration::from_secs(60));
+        assert_eq!(
+            l.interval_at(Duration::from_secs(599)),
+            Duration::from_secs(60)
+        );
         let day = Duration::from_secs(86_400);
         assert_eq!(l.interval_at(day * 3), Duration::from_secs(3600));
         assert_eq!(SchedulePreset::LongLived.timeout(), day * 7);
