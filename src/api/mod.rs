@@ -241,6 +241,17 @@ impl Wormhole {
         self.observed().welcome.clone()
     }
 
+    /// Connects (if not yet) and waits for the relay's welcome: its message of the day and
+    /// the CLI version it advertises. Fails with the session's error if it ends first (e.g.
+    /// [`Error::Unwelcome`] when the relay refuses service).
+    pub async fn wait_welcome(&mut self) -> Result<Welcome, Error> {
+        if self.welcome().is_none() && self.outcome.is_none() {
+            self.start()?;
+        }
+        self.wait_for(|w| w.welcome().is_some()).await?;
+        self.welcome().ok_or(Error::Closed)
+    }
+
     /// Whether the relay confirmed that the nameplate is released (the code is used up).
     pub fn code_consumed(&self) -> bool {
         self.observed().consumed
