@@ -62,8 +62,13 @@ mod tokio_clock {
             self.origin.elapsed()
         }
 
+        /// A deadline beyond what an `Instant` can hold (e.g. from a `Duration::MAX` timeout)
+        /// never completes instead of panicking.
         fn sleep_until(&self, deadline: Duration) -> Sleep {
-            Box::pin(tokio::time::sleep_until(self.origin + deadline))
+            match self.origin.checked_add(deadline) {
+                Some(at) => Box::pin(tokio::time::sleep_until(at)),
+                None => Box::pin(std::future::pending()),
+            }
         }
 
         // The one wall-clock read of the library, outside the pure core.
@@ -87,5 +92,16 @@ mod tests {
         clock.sleep_until(Duration::from_secs(30)).await;
         assert_eq!(clock.now(), Duration::from_secs(30));
         assert!(clock.unix_time() > 1.0e9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_past_the_end_of_time_does_not_panic() {
+        let clock = TokioClock::new();
+        let never = clock.sleep_until(Duration::MAX);
+        let soon = clock.sleep_until(Duration::from_secs(1));
+        tokio::select! {
+            () = never => panic!("Duration::MAX came"),
+            () = soon => {}
+        }
     }
 }

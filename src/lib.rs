@@ -52,6 +52,6 @@ pub mod wire;
 #[cfg(feature = "async")]
 pub use api::{blocking, transport_for, Initiator, Receiver, Wormhole, CONNECT_TIMEOUT};
 pub use code::Code;
-pub use core::Error;
+pub use core::{Error, Schedule, SchedulePreset};
 #[cfg(feature = "async")]
 pub use wormhole_transports as transports;

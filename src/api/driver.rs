@@ -87,7 +87,7 @@ impl Driver {
         let origin = self.clock.now();
         let base = self.session.now();
         let clock = self.clock.clone();
-        let now = move || base + clock.now().saturating_sub(origin);
+        let now = move || base.saturating_add(clock.now().saturating_sub(origin));
 
         let mut conn: Option<Box<dyn Connection>> = None;
         let mut connecting: Option<Connecting> = None;
@@ -201,7 +201,9 @@ impl Driver {
     fn connect(&self) -> Connecting {
         let transport = self.transport.clone();
         let url = self.url.clone();
-        let timeout = self.clock.sleep_until(self.clock.now() + CONNECT_TIMEOUT);
+        let timeout = self
+            .clock
+            .sleep_until(self.clock.now().saturating_add(CONNECT_TIMEOUT));
         Box::pin(async move {
             tokio::select! {
                 result = transport.connect(&url) => result,
@@ -256,7 +258,11 @@ async fn wait_deadline(
     base: Duration,
 ) {
     match deadline {
-        Some(d) => clock.sleep_until(origin + d.saturating_sub(base)).await,
+        Some(d) => {
+            clock
+                .sleep_until(origin.saturating_add(d.saturating_sub(base)))
+                .await
+        }
         None => std::future::pending().await,
     }
 }
