@@ -50,7 +50,9 @@ pub mod text;
 pub mod wire;
 
 #[cfg(feature = "async")]
-pub use api::{blocking, transport_for, Initiator, Receiver, Wormhole, CONNECT_TIMEOUT};
+pub use api::{
+    blocking, transport_for, Initiator, Receiver, Wormhole, CONNECT_TIMEOUT, IO_TIMEOUT,
+};
 pub use code::Code;
 pub use core::{Error, Schedule, SchedulePreset};
 #[cfg(feature = "async")]

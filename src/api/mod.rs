@@ -5,6 +5,7 @@
 //! relay, `ws://` and `wss://` for a WebSocket relay), unless a transport is given with [`Wormhole::with_transport`].
 
 mod driver;
+mod link;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -26,6 +27,7 @@ use crate::wire::Welcome;
 use driver::{Command, Driver, Journal, Observed};
 
 pub use driver::CONNECT_TIMEOUT;
+pub use link::IO_TIMEOUT;
 
 /// Picks the built-in transport for a relay URL by its scheme.
 pub fn transport_for(url: &str) -> Result<Arc<dyn Transport>, Error> {
