@@ -89,7 +89,10 @@ async fn a_send_that_never_completes_does_not_delay_the_timeout() {
     let (err, took, connects) = allocate_over(Stall::Send, timeout).await;
     assert!(matches!(err, Error::Timeout), "got {err:?}");
     assert!(took >= timeout, "fired early: {took:?}");
-    assert!(took < timeout + Duration::from_millis(50), "fired late: {took:?}");
+    assert!(
+        took < timeout + Duration::from_millis(50),
+        "fired late: {took:?}"
+    );
     assert_eq!(connects, 1);
 }
 
@@ -100,8 +103,14 @@ async fn a_stalled_send_counts_as_a_lost_connection_at_its_deadline() {
     let timeout = IO_TIMEOUT + Duration::from_secs(20);
     let (err, took, connects) = allocate_over(Stall::Send, timeout).await;
     assert!(matches!(err, Error::Timeout), "got {err:?}");
-    assert!(took < timeout + Duration::from_millis(50), "fired late: {took:?}");
-    assert!(connects >= 2, "no reconnection after the stalled send: {connects}");
+    assert!(
+        took < timeout + Duration::from_millis(50),
+        "fired late: {took:?}"
+    );
+    assert!(
+        connects >= 2,
+        "no reconnection after the stalled send: {connects}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -109,6 +118,9 @@ async fn a_silent_relay_ends_in_the_timeout_on_time() {
     let timeout = Duration::from_secs(120);
     let (err, took, connects) = allocate_over(Stall::Silent, timeout).await;
     assert!(matches!(err, Error::Timeout), "got {err:?}");
-    assert!(took >= timeout && took < timeout + Duration::from_millis(50), "{took:?}");
+    assert!(
+        took >= timeout && took < timeout + Duration::from_millis(50),
+        "{took:?}"
+    );
     assert_eq!(connects, 1);
 }
