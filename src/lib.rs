@@ -35,6 +35,24 @@
 //! Transports (memory, WebSocket) are in [`transports`], chosen by the relay URL's scheme
 //! (`mem://`, `ws://`, `wss://`), or given with [`Wormhole::with_transport`].
 
+//! # Cargo features
+//!
+//! The default (`cli`) builds everything the `wormhole` and `wormhole-relay` binaries use. An
+//! application that embeds the library sets `default-features = false` and picks:
+//!
+//! | feature | what it adds | what it pulls |
+//! |---|---|---|
+//! | *(none)* | the pure protocol: [`code`], [`crypto`], [`wire`], [`core`], the [`relay`] core, [`storage`], the [`clock::Clock`] trait; no runtime, no clock reads, no ambient randomness | the crypto crates, serde, serde_json, thiserror, tracing (52 crates) |
+//! | `async` | `Wormhole`, `Initiator`, `Receiver`, `blocking`, `text`, the driver, `TokioClock`, `mem://` | tokio, `wormhole-transports` (56) |
+//! | `relay-server` | `relay::server`, the relay runner | nothing beyond `async` |
+//! | `websocket` | `ws://`: the WebSocket transport and relay listener | tokio-tungstenite (81) |
+//! | `tls` | `wss://` | rustls (ring), tokio-rustls, webpki-roots (88) |
+//! | `cli` | what the binaries use | clap, rustyline, qrcode, indicatif, tracing-subscriber (127) |
+//!
+//! `scripts/check-features.sh` (run by CI) builds the pure part with no features, so an import
+//! of tokio or a transport there does not compile, and lints it against clock reads and
+//! ambient randomness.
+
 #![warn(missing_docs)]
 
 #[cfg(feature = "async")]
