@@ -47,7 +47,9 @@ pub mod storage;
 pub mod text;
 pub mod wire;
 
-pub use api::{blocking, transport_for, Initiator, Receiver, Wormhole, CONNECT_TIMEOUT};
+pub use api::{
+    blocking, transport_for, transport_for_tls, Initiator, Receiver, Wormhole, CONNECT_TIMEOUT,
+};
 pub use code::Code;
 pub use core::{Error, Schedule, SchedulePreset};
 pub use wormhole_transports as transports;

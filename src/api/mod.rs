@@ -15,7 +15,7 @@ use rand::RngCore;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use wormhole_transports::memory::MemoryTransport;
-use wormhole_transports::websocket::WebSocketTransport;
+use wormhole_transports::websocket::{ClientTls, WebSocketTransport};
 use wormhole_transports::{split_scheme, Transport};
 
 use crate::clock::{Clock, TokioClock};
@@ -28,12 +28,21 @@ use driver::{Command, Driver, Journal, Observed};
 
 pub use driver::CONNECT_TIMEOUT;
 
-/// Picks the built-in transport for a relay URL by its scheme.
+/// Picks the built-in transport for a relay URL by its scheme; `wss://` trusts the built-in
+/// (Mozilla) root certificates.
 pub fn transport_for(url: &str) -> Result<Arc<dyn Transport>, Error> {
+    transport_for_tls(url, &ClientTls::default())
+}
+
+/// Like [`transport_for`], with `tls` for the certificate checks of `wss://` (e.g. a
+/// [`ClientTls`] that also trusts a private CA).
+pub fn transport_for_tls(url: &str, tls: &ClientTls) -> Result<Arc<dyn Transport>, Error> {
     let (scheme, _) = split_scheme(url).map_err(|e| Error::InvalidInput(e.to_string()))?;
     match scheme {
         "mem" => Ok(Arc::new(MemoryTransport)),
-        "ws" | "wss" => Ok(Arc::new(WebSocketTransport::default())),
+        "ws" | "wss" => Ok(Arc::new(
+            WebSocketTransport::default().with_tls(tls.clone()),
+        )),
         other => Err(Error::InvalidInput(format!(
             "no built-in transport for {other}:// relay URLs (relay URL {url:?})"
         ))),
@@ -75,6 +84,7 @@ pub struct Wormhole {
     url: String,
     config: Config,
     transport: Option<Arc<dyn Transport>>,
+    tls: Option<ClientTls>,
     clock: Arc<dyn Clock>,
     journal: Option<Journal>,
     seed: Option<[u8; 32]>,
@@ -106,6 +116,7 @@ impl Wormhole {
             url: relay_url.to_string(),
             config: Config::new(appid),
             transport: None,
+            tls: None,
             clock: Arc::new(TokioClock::new()),
             journal: None,
             seed: None,
@@ -177,6 +188,24 @@ impl Wormhole {
     /// Sets the largest application message accepted by [`send`](Wormhole::send).
     pub fn with_max_message(mut self, bytes: usize) -> Wormhole {
         self.config.max_message = bytes;
+        self
+    }
+
+    /// Checks the relay's TLS certificate (`wss://`) with `tls`, e.g. to trust a private CA
+    /// as well as the built-in roots:
+    ///
+    /// ```no_run
+    /// use std::path::Path;
+    /// use wormhole::transports::websocket::ClientTls;
+    /// let tls = ClientTls::default().with_extra_ca_file(Path::new("relay-ca.pem"))?;
+    /// let w = wormhole::Wormhole::new("example.com/app", "wss://relay.example:4000/v1")
+    ///     .with_tls(tls);
+    /// # Ok::<(), wormhole::transports::websocket::TlsError>(())
+    /// ```
+    ///
+    /// Ignored if a transport is given with [`with_transport`](Wormhole::with_transport).
+    pub fn with_tls(mut self, tls: ClientTls) -> Wormhole {
+        self.tls = Some(tls);
         self
     }
 
@@ -262,9 +291,10 @@ impl Wormhole {
             if self.outcome.is_some() {
                 return Err(Error::Closed);
             }
-            let transport = match &self.transport {
-                Some(t) => t.clone(),
-                None => transport_for(&self.url)?,
+            let transport = match (&self.transport, &self.tls) {
+                (Some(t), _) => t.clone(),
+                (None, Some(tls)) => transport_for_tls(&self.url, tls)?,
+                (None, None) => transport_for(&self.url)?,
             };
             let seed = self.seed.unwrap_or_else(|| {
                 let mut s = [0u8; 32];
