@@ -5,6 +5,7 @@
 //! relay, `ws://` and `wss://` for a WebSocket relay), unless a transport is given with [`Wormhole::with_transport`].
 
 mod driver;
+mod link;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -15,7 +16,8 @@ use rand::RngCore;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use wormhole_transports::memory::MemoryTransport;
-use wormhole_transports::websocket::{ClientTls, WebSocketTransport};
+#[cfg(feature = "tls")]
+use wormhole_transports::websocket::ClientTls;
 use wormhole_transports::{split_scheme, Transport};
 
 use crate::clock::{Clock, TokioClock};
@@ -27,25 +29,34 @@ use crate::wire::Welcome;
 use driver::{Command, Driver, Journal, Observed};
 
 pub use driver::CONNECT_TIMEOUT;
+pub use link::IO_TIMEOUT;
 
 /// Picks the built-in transport for a relay URL by its scheme; `wss://` trusts the built-in
 /// (Mozilla) root certificates.
 pub fn transport_for(url: &str) -> Result<Arc<dyn Transport>, Error> {
-    transport_for_tls(url, &ClientTls::default())
-}
-
-/// Like [`transport_for`], with `tls` for the certificate checks of `wss://` (e.g. a
-/// [`ClientTls`] that also trusts a private CA).
-pub fn transport_for_tls(url: &str, tls: &ClientTls) -> Result<Arc<dyn Transport>, Error> {
     let (scheme, _) = split_scheme(url).map_err(|e| Error::InvalidInput(e.to_string()))?;
     match scheme {
         "mem" => Ok(Arc::new(MemoryTransport)),
+        #[cfg(feature = "websocket")]
         "ws" | "wss" => Ok(Arc::new(
-            WebSocketTransport::default().with_tls(tls.clone()),
+            wormhole_transports::websocket::WebSocketTransport::default(),
         )),
         other => Err(Error::InvalidInput(format!(
             "no built-in transport for {other}:// relay URLs (relay URL {url:?})"
         ))),
+    }
+}
+
+/// Like [`transport_for`], with `tls` for the certificate checks of `wss://` (e.g. a
+/// [`ClientTls`] that also trusts a private CA).
+#[cfg(feature = "tls")]
+pub fn transport_for_tls(url: &str, tls: &ClientTls) -> Result<Arc<dyn Transport>, Error> {
+    let (scheme, _) = split_scheme(url).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    match scheme {
+        "ws" | "wss" => Ok(Arc::new(
+            wormhole_transports::websocket::WebSocketTransport::default().with_tls(tls.clone()),
+        )),
+        _ => transport_for(url),
     }
 }
 
@@ -84,6 +95,7 @@ pub struct Wormhole {
     url: String,
     config: Config,
     transport: Option<Arc<dyn Transport>>,
+    #[cfg(feature = "tls")]
     tls: Option<ClientTls>,
     clock: Arc<dyn Clock>,
     journal: Option<Journal>,
@@ -116,6 +128,7 @@ impl Wormhole {
             url: relay_url.to_string(),
             config: Config::new(appid),
             transport: None,
+            #[cfg(feature = "tls")]
             tls: None,
             clock: Arc::new(TokioClock::new()),
             journal: None,
@@ -204,6 +217,7 @@ impl Wormhole {
     /// ```
     ///
     /// Ignored if a transport is given with [`with_transport`](Wormhole::with_transport).
+    #[cfg(feature = "tls")]
     pub fn with_tls(mut self, tls: ClientTls) -> Wormhole {
         self.tls = Some(tls);
         self
@@ -291,10 +305,9 @@ impl Wormhole {
             if self.outcome.is_some() {
                 return Err(Error::Closed);
             }
-            let transport = match (&self.transport, &self.tls) {
-                (Some(t), _) => t.clone(),
-                (None, Some(tls)) => transport_for_tls(&self.url, tls)?,
-                (None, None) => transport_for(&self.url)?,
+            let transport = match &self.transport {
+                Some(t) => t.clone(),
+                None => self.default_transport()?,
             };
             let seed = self.seed.unwrap_or_else(|| {
                 let mut s = [0u8; 32];
@@ -319,6 +332,16 @@ impl Wormhole {
             });
         }
         self.running.as_mut().ok_or(Error::Closed)
+    }
+
+    /// The transport the URL's scheme picks (with the TLS settings of
+    /// [`with_tls`](Wormhole::with_tls), if any).
+    fn default_transport(&self) -> Result<Arc<dyn Transport>, Error> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return transport_for_tls(&self.url, tls);
+        }
+        transport_for(&self.url)
     }
 
     /// Hands an input to the driver and waits for the session's verdict on it.

@@ -44,6 +44,7 @@
 //!   same side closed it) recreates the mailbox row and stores the message; Python stores an
 //!   orphan message row. Either way nobody is subscribed, so no echo is sent.
 
+#[cfg(feature = "relay-server")]
 pub mod server;
 mod store;
 #[cfg(test)]
