@@ -71,6 +71,8 @@ pub mod wire;
 pub use api::{
     blocking, transport_for, Initiator, Receiver, Wormhole, CONNECT_TIMEOUT, IO_TIMEOUT,
 };
+#[cfg(feature = "tls")]
+pub use api::transport_for_tls;
 pub use code::Code;
 pub use core::{Error, Schedule, SchedulePreset};
 #[cfg(feature = "async")]

@@ -16,6 +16,8 @@ use rand::RngCore;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use wormhole_transports::memory::MemoryTransport;
+#[cfg(feature = "tls")]
+use wormhole_transports::websocket::ClientTls;
 use wormhole_transports::{split_scheme, Transport};
 
 use crate::clock::{Clock, TokioClock};
@@ -29,7 +31,8 @@ use driver::{Command, Driver, Journal, Observed};
 pub use driver::CONNECT_TIMEOUT;
 pub use link::IO_TIMEOUT;
 
-/// Picks the built-in transport for a relay URL by its scheme.
+/// Picks the built-in transport for a relay URL by its scheme; `wss://` trusts the built-in
+/// (Mozilla) root certificates.
 pub fn transport_for(url: &str) -> Result<Arc<dyn Transport>, Error> {
     let (scheme, _) = split_scheme(url).map_err(|e| Error::InvalidInput(e.to_string()))?;
     match scheme {
@@ -41,6 +44,19 @@ pub fn transport_for(url: &str) -> Result<Arc<dyn Transport>, Error> {
         other => Err(Error::InvalidInput(format!(
             "no built-in transport for {other}:// relay URLs (relay URL {url:?})"
         ))),
+    }
+}
+
+/// Like [`transport_for`], with `tls` for the certificate checks of `wss://` (e.g. a
+/// [`ClientTls`] that also trusts a private CA).
+#[cfg(feature = "tls")]
+pub fn transport_for_tls(url: &str, tls: &ClientTls) -> Result<Arc<dyn Transport>, Error> {
+    let (scheme, _) = split_scheme(url).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    match scheme {
+        "ws" | "wss" => Ok(Arc::new(
+            wormhole_transports::websocket::WebSocketTransport::default().with_tls(tls.clone()),
+        )),
+        _ => transport_for(url),
     }
 }
 
@@ -79,6 +95,8 @@ pub struct Wormhole {
     url: String,
     config: Config,
     transport: Option<Arc<dyn Transport>>,
+    #[cfg(feature = "tls")]
+    tls: Option<ClientTls>,
     clock: Arc<dyn Clock>,
     journal: Option<Journal>,
     seed: Option<[u8; 32]>,
@@ -110,6 +128,8 @@ impl Wormhole {
             url: relay_url.to_string(),
             config: Config::new(appid),
             transport: None,
+            #[cfg(feature = "tls")]
+            tls: None,
             clock: Arc::new(TokioClock::new()),
             journal: None,
             seed: None,
@@ -181,6 +201,25 @@ impl Wormhole {
     /// Sets the largest application message accepted by [`send`](Wormhole::send).
     pub fn with_max_message(mut self, bytes: usize) -> Wormhole {
         self.config.max_message = bytes;
+        self
+    }
+
+    /// Checks the relay's TLS certificate (`wss://`) with `tls`, e.g. to trust a private CA
+    /// as well as the built-in roots:
+    ///
+    /// ```no_run
+    /// use std::path::Path;
+    /// use wormhole::transports::websocket::ClientTls;
+    /// let tls = ClientTls::default().with_extra_ca_file(Path::new("relay-ca.pem"))?;
+    /// let w = wormhole::Wormhole::new("example.com/app", "wss://relay.example:4000/v1")
+    ///     .with_tls(tls);
+    /// # Ok::<(), wormhole::transports::websocket::TlsError>(())
+    /// ```
+    ///
+    /// Ignored if a transport is given with [`with_transport`](Wormhole::with_transport).
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, tls: ClientTls) -> Wormhole {
+        self.tls = Some(tls);
         self
     }
 
@@ -268,7 +307,7 @@ impl Wormhole {
             }
             let transport = match &self.transport {
                 Some(t) => t.clone(),
-                None => transport_for(&self.url)?,
+                None => self.default_transport()?,
             };
             let seed = self.seed.unwrap_or_else(|| {
                 let mut s = [0u8; 32];
@@ -293,6 +332,16 @@ impl Wormhole {
             });
         }
         self.running.as_mut().ok_or(Error::Closed)
+    }
+
+    /// The transport the URL's scheme picks (with the TLS settings of
+    /// [`with_tls`](Wormhole::with_tls), if any).
+    fn default_transport(&self) -> Result<Arc<dyn Transport>, Error> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return transport_for_tls(&self.url, tls);
+        }
+        transport_for(&self.url)
     }
 
     /// Hands an input to the driver and waits for the session's verdict on it.

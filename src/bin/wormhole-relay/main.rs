@@ -9,6 +9,7 @@
 mod bench;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,9 @@ use clap::{Args, Parser, Subcommand};
 use wormhole::clock::TokioClock;
 use wormhole::relay::server::{spawn, ServerOptions};
 use wormhole::relay::{MemoryStore, RelayConfig};
-use wormhole::transports::websocket::{raise_nofile_limit, WebSocketListener, WebSocketOptions};
+use wormhole::transports::websocket::{
+    raise_nofile_limit, DefaultHttpHandler, ServerTls, WebSocketListener, WebSocketOptions,
+};
 use wormhole::transports::Listener;
 
 /// The rendezvous relay for wormhole clients (and Python magic-wormhole clients).
@@ -48,6 +51,13 @@ struct ServeArgs {
     /// Address and port to listen on; the WebSocket is at /v1.
     #[arg(long, default_value = "0.0.0.0:4000")]
     listen: SocketAddr,
+    /// Serve TLS (wss:// and https://) on --listen with this PEM certificate chain (the
+    /// server's certificate first); needs --tls-key.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Message of the day, shown by clients.
     #[arg(long)]
     motd: Option<String>,
@@ -141,8 +151,14 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ws_options = WebSocketOptions::relay()
         .with_max_frame_bytes(args.max_frame_bytes)
         .with_trust_proxy_headers(args.behind_proxy);
-    let listener = WebSocketListener::bind(args.listen, ws_options)
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let listener = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = ServerTls::from_pem_files(cert, key).map_err(|e| error_chain(&e))?;
+            WebSocketListener::bind_with(args.listen, ws_options, Arc::new(DefaultHttpHandler), tls)
+        }
+        _ => WebSocketListener::bind(args.listen, ws_options),
+    }
+    .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let url = listener.url();
     let config = RelayConfig {
         motd: args.motd,
@@ -172,6 +188,17 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("shutting down");
     relay.shutdown().await;
     Ok(())
+}
+
+/// An error and its causes, `: `-separated (e.g. "cannot read cert.pem: No such file").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 use wormhole::text::{TextError, TEXT_APPID};
+use wormhole::transports::websocket::ClientTls;
 use wormhole::{Error, SchedulePreset, Wormhole};
 
 /// The public relay the Python CLI 0.24 uses.
@@ -86,6 +87,18 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub timeout: Option<f64>,
+
+    /// Also trust the CA certificates in this PEM file for a wss:// relay (one with a private
+    /// CA), besides the built-in roots
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "PATH",
+        env = "WORMHOLE_RELAY_CA",
+        hide_env_values = true
+    )]
+    pub relay_ca: Option<std::path::PathBuf>,
 
     /// How often to poll the relay and reconnect to it: face-to-face (every 0.5 s at first) or
     /// long-lived (hourly after the first hour, for a transfer that may wait for days)
@@ -325,15 +338,21 @@ impl Failure {
                      Codes work only once; ask for a new code."
                         .into(),
                 ),
-                Error::RelayUnreachable(reason) => (
-                    5,
-                    format!(
-                        "Cannot reach the relay at {url}: {}.\n\
-                         Check your network connection and the relay URL (--relay-url or \
-                         WORMHOLE_RELAY_URL).",
-                        unreachable_reason(reason, url)
-                    ),
-                ),
+                Error::RelayUnreachable(reason) => {
+                    let why = unreachable_reason(reason, url);
+                    let hint = if why.contains("TLS") {
+                        "Check the relay URL (--relay-url or WORMHOLE_RELAY_URL); if the relay's \
+                         certificate comes from a private CA, trust it with --relay-ca PATH (or \
+                         WORMHOLE_RELAY_CA)."
+                    } else {
+                        "Check your network connection and the relay URL (--relay-url or \
+                         WORMHOLE_RELAY_URL)."
+                    };
+                    (
+                        5,
+                        format!("Cannot reach the relay at {url}: {why}.\n{hint}"),
+                    )
+                }
                 Error::Unwelcome(text) => (
                     6,
                     format!(
@@ -386,6 +405,17 @@ fn unreachable_reason<'a>(reason: &'a str, url: &str) -> &'a str {
         .strip_prefix(url)
         .and_then(|r| r.strip_prefix(": "))
         .unwrap_or(reason)
+}
+
+/// An error and its causes, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 fn init_tracing() {
@@ -448,6 +478,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let mut w = Wormhole::new(&cli.appid, &cli.relay_url)
         .with_schedule(preset.schedule())
         .with_timeout(timeout);
+    if let Some(path) = &cli.relay_ca {
+        let tls = ClientTls::default()
+            .with_extra_ca_file(path)
+            .map_err(|e| Failure::Usage(format!("cannot use --relay-ca: {}", error_chain(&e))))?;
+        w = w.with_tls(tls);
+    }
     let setup = Setup {
         relay_url: cli.relay_url.clone(),
         appid: cli.appid.clone(),

@@ -296,6 +296,7 @@ fn unreachable(url: &str, reason: impl Into<String>) -> TransportError {
 pub(crate) async fn connect(
     url: &str,
     options: &WebSocketOptions,
+    #[cfg(feature = "tls")] tls: &super::ClientTls,
 ) -> Result<WebSocketConnection, TransportError> {
     let parsed = parse_ws_url(url)?;
     #[cfg(not(feature = "tls"))]
@@ -327,7 +328,7 @@ pub(crate) async fn connect(
     let stream: BoxedStream = if parsed.secure {
         #[cfg(feature = "tls")]
         {
-            match timeout_at(deadline, super::tls::wrap(tcp, &parsed.host)).await {
+            match timeout_at(deadline, tls.connect(tcp, &parsed.host)).await {
                 Ok(Ok(tls)) => Box::new(tls),
                 Ok(Err(e)) => return Err(unreachable(url, format!("TLS: {e}"))),
                 Err(_) => return Err(unreachable(url, "timed out in the TLS handshake")),

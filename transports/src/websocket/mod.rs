@@ -40,7 +40,7 @@ mod server;
 mod url;
 
 #[cfg(feature = "tls")]
-mod tls;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -49,6 +49,8 @@ pub use self::http::{HttpRequest, HttpRoute, PrefixedStream, RequestHead};
 pub use self::server::{
     accept_stream, Accepted, DefaultHttpHandler, HttpHandler, WebSocketListener,
 };
+#[cfg(feature = "tls")]
+pub use self::tls::{ClientTls, ServerTls, TlsError};
 pub use self::url::{parse_ws_url, WsUrl};
 
 use async_trait::async_trait;
@@ -186,15 +188,38 @@ impl WebSocketOptions {
 }
 
 /// Opens WebSocket connections to `ws://` (and, with the `tls` feature, `wss://`) relay URLs.
+///
+/// `wss://` trusts Mozilla's root certificates, plus any extra CA given with
+/// [`with_tls`](WebSocketTransport::with_tls).
 #[derive(Debug, Clone, Default)]
 pub struct WebSocketTransport {
     options: WebSocketOptions,
+    #[cfg(feature = "tls")]
+    tls: ClientTls,
 }
 
 impl WebSocketTransport {
     /// A transport using the given options for every connection.
     pub fn new(options: WebSocketOptions) -> Self {
-        WebSocketTransport { options }
+        WebSocketTransport {
+            options,
+            #[cfg(feature = "tls")]
+            tls: ClientTls::default(),
+        }
+    }
+
+    /// Uses this TLS client configuration for `wss://` (e.g. one that trusts a private CA:
+    /// [`ClientTls::with_extra_ca_file`]).
+    #[cfg(feature = "tls")]
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The TLS client configuration for `wss://`.
+    #[cfg(feature = "tls")]
+    pub fn tls(&self) -> &ClientTls {
+        &self.tls
     }
 
     /// The options in force.
@@ -204,7 +229,13 @@ impl WebSocketTransport {
 
     /// Like [`Transport::connect`], but returns the concrete connection type.
     pub async fn connect_ws(&self, url: &str) -> Result<WebSocketConnection, TransportError> {
-        conn::connect(url, &self.options).await
+        conn::connect(
+            url,
+            &self.options,
+            #[cfg(feature = "tls")]
+            &self.tls,
+        )
+        .await
     }
 }
 

@@ -239,7 +239,14 @@ pub struct WebSocketListener {
     local_addr: SocketAddr,
     rx: mpsc::Receiver<Box<WebSocketConnection>>,
     task: JoinHandle<()>,
+    secure: bool,
 }
+
+/// The server TLS of a listener, if any (a type that cannot exist without the `tls` feature).
+#[cfg(feature = "tls")]
+type MaybeTls = Option<super::ServerTls>;
+#[cfg(not(feature = "tls"))]
+type MaybeTls = Option<std::convert::Infallible>;
 
 impl Drop for WebSocketListener {
     fn drop(&mut self) {
@@ -260,6 +267,30 @@ impl WebSocketListener {
         options: WebSocketOptions,
         http: Arc<dyn HttpHandler>,
     ) -> Result<Self, TransportError> {
+        Self::bind_maybe_tls(addr, options, http, None)
+    }
+
+    /// Like [`bind_with_handler`](Self::bind_with_handler), serving TLS: every accepted TCP
+    /// stream goes through the TLS server handshake (bounded by
+    /// [`WebSocketOptions::handshake_timeout`]) before its HTTP request is read, so this one
+    /// port serves `wss://` and, through `http`, `https://`. [`url`](Listener::url) then
+    /// starts with `wss://`.
+    #[cfg(feature = "tls")]
+    pub fn bind_with(
+        addr: SocketAddr,
+        options: WebSocketOptions,
+        http: Arc<dyn HttpHandler>,
+        tls: super::ServerTls,
+    ) -> Result<Self, TransportError> {
+        Self::bind_maybe_tls(addr, options, http, Some(tls))
+    }
+
+    fn bind_maybe_tls(
+        addr: SocketAddr,
+        options: WebSocketOptions,
+        http: Arc<dyn HttpHandler>,
+        tls: MaybeTls,
+    ) -> Result<Self, TransportError> {
         require_runtime()?;
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
@@ -272,7 +303,7 @@ impl WebSocketListener {
             _ => TransportError::Io(e),
         })?;
         let listener = socket.listen(BACKLOG)?;
-        Self::from_tokio_with_handler(listener, options, http)
+        Self::start(listener, options, http, tls)
     }
 
     /// Accepts on an already bound standard-library listener. Must be called within a tokio
@@ -301,14 +332,37 @@ impl WebSocketListener {
         options: WebSocketOptions,
         http: Arc<dyn HttpHandler>,
     ) -> Result<Self, TransportError> {
+        Self::start(listener, options, http, None)
+    }
+
+    /// Like [`from_tokio_with_handler`](Self::from_tokio_with_handler), serving TLS as
+    /// [`bind_with`](Self::bind_with) does.
+    #[cfg(feature = "tls")]
+    pub fn from_tokio_with(
+        listener: TcpListener,
+        options: WebSocketOptions,
+        http: Arc<dyn HttpHandler>,
+        tls: super::ServerTls,
+    ) -> Result<Self, TransportError> {
+        Self::start(listener, options, http, Some(tls))
+    }
+
+    fn start(
+        listener: TcpListener,
+        options: WebSocketOptions,
+        http: Arc<dyn HttpHandler>,
+        tls: MaybeTls,
+    ) -> Result<Self, TransportError> {
         require_runtime()?;
         let local_addr = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
-        let task = tokio::spawn(accept_loop(listener, Arc::new(options), http, tx));
+        let secure = tls.is_some();
+        let task = tokio::spawn(accept_loop(listener, Arc::new(options), http, tls, tx));
         Ok(WebSocketListener {
             local_addr,
             rx,
             task,
+            secure,
         })
     }
 
@@ -333,6 +387,7 @@ async fn accept_loop(
     listener: TcpListener,
     options: Arc<WebSocketOptions>,
     http: Arc<dyn HttpHandler>,
+    tls: MaybeTls,
     tx: mpsc::Sender<Box<WebSocketConnection>>,
 ) {
     loop {
@@ -346,22 +401,27 @@ async fn accept_loop(
                 let options = Arc::clone(&options);
                 let http = Arc::clone(&http);
                 let tx = tx.clone();
-                tokio::spawn(async move {
-                    match accept_stream(tcp, Some(peer), &options).await {
-                        Ok(Accepted::WebSocket(conn)) => {
-                            if let Err(mpsc::error::SendError(mut conn)) = tx.send(conn).await {
-                                let _ = conn.close().await;
-                            }
-                        }
-                        Ok(Accepted::Http(request)) => {
-                            let target = request.head().target.clone();
-                            if let Err(e) = http.handle(request).await {
-                                tracing::debug!(%peer, %target, "HTTP request failed: {e}");
-                            }
-                        }
-                        Err(e) => tracing::debug!(%peer, "WebSocket handshake failed: {e}"),
+                match &tls {
+                    None => {
+                        tokio::spawn(serve_stream(tcp, peer, options, http, tx));
                     }
-                });
+                    #[cfg(feature = "tls")]
+                    Some(tls) => {
+                        let tls = tls.clone();
+                        tokio::spawn(async move {
+                            let handshake = options.handshake_timeout;
+                            match tokio::time::timeout(handshake, tls.accept(tcp)).await {
+                                Ok(Ok(stream)) => {
+                                    serve_stream(stream, peer, options, http, tx).await
+                                }
+                                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                        });
+                    }
+                    #[cfg(not(feature = "tls"))]
+                    Some(never) => match *never {},
+                }
             }
             Err(e) => {
                 // Typically EMFILE/ENFILE or a connection reset before accept: keep going.
@@ -372,13 +432,41 @@ async fn accept_loop(
     }
 }
 
+/// Reads the request on one accepted stream (plain TCP, or TLS already decrypted) and hands
+/// the WebSocket to the listener or the request to the HTTP handler.
+async fn serve_stream<S>(
+    stream: S,
+    peer: SocketAddr,
+    options: Arc<WebSocketOptions>,
+    http: Arc<dyn HttpHandler>,
+    tx: mpsc::Sender<Box<WebSocketConnection>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match accept_stream(stream, Some(peer), &options).await {
+        Ok(Accepted::WebSocket(conn)) => {
+            if let Err(mpsc::error::SendError(mut conn)) = tx.send(conn).await {
+                let _ = conn.close().await;
+            }
+        }
+        Ok(Accepted::Http(request)) => {
+            let target = request.head().target.clone();
+            if let Err(e) = http.handle(request).await {
+                tracing::debug!(%peer, %target, "HTTP request failed: {e}");
+            }
+        }
+        Err(e) => tracing::debug!(%peer, "WebSocket handshake failed: {e}"),
+    }
+}
+
 #[async_trait]
 impl Listener for WebSocketListener {
     async fn accept(&mut self) -> Result<Box<dyn Connection>, TransportError> {
         Ok(self.accept_ws().await?)
     }
 
-    /// `ws://ADDR/v1`; an unspecified bind address (0.0.0.0, ::) is shown as loopback.
+    /// `ws://ADDR/v1` (`wss://` when serving TLS); an unspecified bind address (0.0.0.0, ::)
+    /// is shown as loopback.
     fn url(&self) -> String {
         let mut addr = self.local_addr;
         if addr.ip().is_unspecified() {
@@ -387,6 +475,7 @@ impl Listener for WebSocketListener {
                 IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
             });
         }
-        format!("ws://{addr}/v1")
+        let scheme = if self.secure { "wss" } else { "ws" };
+        format!("{scheme}://{addr}/v1")
     }
 }
