@@ -37,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "async")]
 mod api;
 pub mod clock;
 pub mod code;
@@ -44,10 +45,15 @@ pub mod core;
 pub mod crypto;
 pub mod relay;
 pub mod storage;
+#[cfg(feature = "async")]
 pub mod text;
 pub mod wire;
 
-pub use api::{blocking, transport_for, Initiator, Receiver, Wormhole, CONNECT_TIMEOUT};
+#[cfg(feature = "async")]
+pub use api::{
+    blocking, transport_for, Initiator, Receiver, Wormhole, CONNECT_TIMEOUT, IO_TIMEOUT,
+};
 pub use code::Code;
-pub use core::Error;
+pub use core::{Error, Schedule, SchedulePreset};
+#[cfg(feature = "async")]
 pub use wormhole_transports as transports;

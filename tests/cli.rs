@@ -24,6 +24,8 @@ fn cli(relay_url: Option<&str>) -> Command {
         "WORMHOLE_RELAY_URL",
         "WORMHOLE_APPID",
         "WORMHOLE_TIMEOUT",
+        "WORMHOLE_SCHEDULE",
+        "WORMHOLE_RELAY_CA",
         "WORMHOLE_TRANSIT_HELPER",
         "WORMHOLE_QR",
         "RUST_LOG",
@@ -116,6 +118,7 @@ async fn argument_errors_exit_2() {
         vec!["receive", "--allocate", "4-purple-sausages"],
         vec!["send", "--code-length", "0", "--text", "x"],
         vec!["--timeout", "soon", "send", "--text", "x"],
+        vec!["--schedule", "hourly", "send", "--text", "x"],
     ] {
         let f = run(None, &args).await;
         assert_exit(&f, 2, &format!("{args:?}"));
@@ -172,6 +175,67 @@ async fn send_and_receive_through_our_relay() {
         sent.stdout,
         "Note: code has been consumed and can no longer be used.\n"
     );
+}
+
+#[tokio::test]
+async fn the_motd_and_a_newer_advertised_version_are_shown() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wormhole-relay"));
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--motd",
+        "Welcome to the test relay\nBe nice",
+        "--advertise-version",
+        "99.0.0",
+    ]);
+    let relay = Proc::spawn("wormhole-relay", cmd, Vec::new());
+    let url = relay
+        .wait_line_after(Stream::Stdout, "wormhole-relay listening on ", DEADLINE)
+        .await;
+    let (sender, code) = start_send(&url, &["--text", "hi"]).await;
+    let got = run(Some(&url), &["receive", &code]).await;
+    assert_exit(&got, 0, "receive");
+    let sent = sender.wait_with_deadline(DEADLINE).await;
+    assert_exit(&sent, 0, "send");
+    let motd = format!("Server (at {url}) says:\n Welcome to the test relay\n Be nice\n");
+    let note = format!(
+        "Note: the relay says version 99.0.0 of the wormhole CLI is current, but this is {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    for (who, f) in [("send", &sent), ("receive", &got)] {
+        assert_eq!(f.stderr.matches(&motd).count(), 1, "{who}: {f}");
+        assert_eq!(f.stderr.matches(&note).count(), 1, "{who}: {f}");
+    }
+    // The sender shows both before the code, as the Python CLI does.
+    let at_motd = sent.stderr.find(&motd).unwrap();
+    assert!(
+        at_motd < sent.stderr.find("Wormhole code is: ").unwrap(),
+        "{sent}"
+    );
+}
+
+#[tokio::test]
+async fn an_older_advertised_version_is_not_mentioned_and_long_lived_works() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wormhole-relay"));
+    cmd.args(["--listen", "127.0.0.1:0", "--advertise-version", "0.0.1"]);
+    let relay = Proc::spawn("wormhole-relay", cmd, Vec::new());
+    let url = relay
+        .wait_line_after(Stream::Stdout, "wormhole-relay listening on ", DEADLINE)
+        .await;
+    let (sender, code) = start_send(&url, &["--schedule", "long-lived", "--text", "hi"]).await;
+    let mut recv = cli(Some(&url));
+    recv.env("WORMHOLE_SCHEDULE", "long-lived");
+    let got = spawn("wormhole receive", recv, &["receive", &code])
+        .wait_with_deadline(DEADLINE)
+        .await;
+    assert_exit(&got, 0, "receive");
+    assert_eq!(got.stdout, "hi\n");
+    let sent = sender.wait_with_deadline(DEADLINE).await;
+    assert_exit(&sent, 0, "send");
+    for f in [&sent, &got] {
+        assert!(!f.stderr.contains("Note: the relay says"), "{f}");
+        assert!(!f.stderr.contains("says:"), "no motd: {f}");
+    }
 }
 
 #[tokio::test]

@@ -203,3 +203,89 @@ fn the_blocking_api_works_across_threads() {
     assert_eq!(receiver.join().unwrap().unwrap(), b"initiator's data");
     rt.block_on(relay.shutdown());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_hard_timeout_ends_both_waiting_sides_at_its_deadline() {
+    let relay = spawn_memory("exchange-timeout-both").unwrap();
+    let timeout = Duration::from_secs(40);
+    let start = tokio::time::Instant::now();
+    let mut a = Wormhole::new(APPID, relay.url()).with_timeout(Some(timeout));
+    let code = a.allocate_code(2).await.unwrap();
+    let mut b = Wormhole::new(APPID, relay.url()).with_timeout(Some(timeout));
+    b.set_code(code).await.unwrap();
+    // The key is exchanged, but neither side sends: both wait until the deadline.
+    let (va, vb) = tokio::join!(a.verify(), b.verify());
+    assert_eq!(va.unwrap(), vb.unwrap());
+    let (ra, rb) = tokio::join!(a.recv(), b.recv());
+    assert_eq!(ra.unwrap_err(), Error::Timeout);
+    assert_eq!(rb.unwrap_err(), Error::Timeout);
+    let waited = start.elapsed();
+    assert!(
+        waited >= timeout && waited < timeout + Duration::from_secs(1),
+        "{waited:?}"
+    );
+    // Every later operation reports the same.
+    assert_eq!(a.send(b"late").await.unwrap_err(), Error::Timeout);
+    assert_eq!(b.close().await.unwrap_err(), Error::Timeout);
+    tokio::time::timeout(DEADLINE, relay.shutdown())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duration_max_timeout_and_the_presets_exchange_normally() {
+    use wormhole::SchedulePreset;
+    let relay = spawn_memory("exchange-presets").unwrap();
+    let run = async {
+        for (i, preset) in SchedulePreset::ALL.into_iter().enumerate() {
+            let mut a = Initiator::new(APPID, relay.url()).with_preset(preset);
+            let mut b = Receiver::new(APPID, relay.url())
+                .with_preset(preset)
+                .with_timeout(Some(Duration::MAX));
+            assert_eq!(a.wormhole().schedule(), &preset.schedule());
+            assert_eq!(a.wormhole().timeout(), Some(preset.timeout()));
+            assert_eq!(b.wormhole().timeout(), Some(Duration::MAX));
+            let code = a.get_code().await.unwrap();
+            b.set_code(code.as_str()).await.unwrap();
+            let mine_a = format!("from A, round {i}");
+            let (got_a, got_b) = tokio::join!(a.get_data(mine_a.as_bytes()), b.get_data(b"from B"));
+            assert_eq!(got_a.unwrap(), b"from B");
+            assert_eq!(got_b.unwrap(), mine_a.as_bytes());
+        }
+    };
+    tokio::time::timeout(DEADLINE, run).await.unwrap();
+}
+
+#[test]
+fn the_blocking_api_takes_a_timeout_and_a_preset() {
+    use wormhole::SchedulePreset;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let relay = rt
+        .block_on(async { spawn_memory("exchange-blocking-options") })
+        .unwrap();
+    let url = relay.url().to_string();
+    // Nobody comes: the timeout ends the wait, on time.
+    let timeout = Duration::from_millis(1500);
+    let mut lonely = wormhole::blocking::Initiator::new(APPID, &url).with_timeout(Some(timeout));
+    let start = std::time::Instant::now();
+    lonely.get_code().unwrap();
+    assert_eq!(lonely.get_data(b"nobody").unwrap_err(), Error::Timeout);
+    let waited = start.elapsed();
+    assert!(waited >= timeout && waited < timeout * 3, "{waited:?}");
+    // The long-lived preset and an explicit schedule still exchange at once.
+    let mut i = wormhole::blocking::Initiator::new(APPID, &url)
+        .with_preset(SchedulePreset::LongLived)
+        .with_timeout(Some(Duration::from_secs(60)));
+    let code = i.get_code().unwrap();
+    let url2 = url.clone();
+    let receiver = std::thread::spawn(move || {
+        let mut r = wormhole::blocking::Receiver::new(APPID, &url2)
+            .with_schedule(wormhole::Schedule::long_lived())
+            .with_timeout(Some(Duration::from_secs(60)));
+        r.set_code(code.as_str())?;
+        r.get_data(b"receiver's data")
+    });
+    assert_eq!(i.get_data(b"initiator's data").unwrap(), b"receiver's data");
+    assert_eq!(receiver.join().unwrap().unwrap(), b"initiator's data");
+    rt.block_on(relay.shutdown());
+}

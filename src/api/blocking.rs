@@ -20,9 +20,10 @@
 //! [`Initiator`](crate::Initiator) and [`Receiver`](crate::Receiver) there.
 
 use std::future::Future;
+use std::time::Duration;
 
 use crate::code::Code;
-use crate::core::Error;
+use crate::core::{Error, Schedule, SchedulePreset};
 use crate::crypto::Verifier;
 use crate::Wormhole;
 
@@ -76,6 +77,32 @@ impl Initiator {
         }
     }
 
+    /// Sets the polling and reconnection schedule (before first use); see
+    /// [`Wormhole::with_schedule`].
+    pub fn with_schedule(mut self, schedule: Schedule) -> Initiator {
+        self.inner = self.inner.with_schedule(schedule);
+        self
+    }
+
+    /// Sets the hard timeout, counted from the first call (`None` waits forever); see
+    /// [`Wormhole::with_timeout`].
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Initiator {
+        self.inner = self.inner.with_timeout(timeout);
+        self
+    }
+
+    /// Uses a schedule preset and its timeout; see [`Wormhole::with_preset`].
+    ///
+    /// ```no_run
+    /// use wormhole::SchedulePreset;
+    /// let mut w = wormhole::blocking::Initiator::new("example.com/app", "ws://relay.example:4000/v1")
+    ///     .with_preset(SchedulePreset::LongLived);
+    /// ```
+    pub fn with_preset(mut self, preset: SchedulePreset) -> Initiator {
+        self.inner = self.inner.with_preset(preset);
+        self
+    }
+
     /// Allocates the code (once) and returns it.
     pub fn get_code(&mut self) -> Result<Code, Error> {
         let inner = &mut self.inner;
@@ -113,6 +140,32 @@ impl Receiver {
             rt: Runtime::default(),
             inner: crate::Receiver::from_wormhole(wormhole),
         }
+    }
+
+    /// Sets the polling and reconnection schedule (before first use); see
+    /// [`Wormhole::with_schedule`].
+    pub fn with_schedule(mut self, schedule: Schedule) -> Receiver {
+        self.inner = self.inner.with_schedule(schedule);
+        self
+    }
+
+    /// Sets the hard timeout, counted from the first call (`None` waits forever); see
+    /// [`Wormhole::with_timeout`].
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Receiver {
+        self.inner = self.inner.with_timeout(timeout);
+        self
+    }
+
+    /// Uses a schedule preset and its timeout; see [`Wormhole::with_preset`].
+    ///
+    /// ```no_run
+    /// use wormhole::SchedulePreset;
+    /// let mut w = wormhole::blocking::Receiver::new("example.com/app", "ws://relay.example:4000/v1")
+    ///     .with_preset(SchedulePreset::LongLived);
+    /// ```
+    pub fn with_preset(mut self, preset: SchedulePreset) -> Receiver {
+        self.inner = self.inner.with_preset(preset);
+        self
     }
 
     /// Sets the code the initiator showed.

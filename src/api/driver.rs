@@ -9,6 +9,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use wormhole_transports::{Connection, Delivery, Transport, TransportError};
 
+use super::link::{Link, LinkEvent};
+
 use crate::clock::Clock;
 use crate::code::Code;
 use crate::core::{Error, Event, Input, Output, Session};
@@ -87,9 +89,10 @@ impl Driver {
         let origin = self.clock.now();
         let base = self.session.now();
         let clock = self.clock.clone();
-        let now = move || base + clock.now().saturating_sub(origin);
+        let now = move || base.saturating_add(clock.now().saturating_sub(origin));
 
-        let mut conn: Option<Box<dyn Connection>> = None;
+        // The connection runs in its own task: this loop never awaits the transport.
+        let mut conn: Option<Link> = None;
         let mut connecting: Option<Connecting> = None;
         let mut cmds_open = true;
         loop {
@@ -102,29 +105,21 @@ impl Driver {
                         conn = None;
                         connecting = Some(self.connect());
                     }
+                    // A failed send or poll comes back as `LinkEvent::Lost`.
                     Output::Transmit(frame) => {
-                        if let Some(c) = conn.as_mut() {
-                            if let Err(e) = c.send(frame).await {
-                                tracing::debug!(error = %e, "send failed");
-                                conn = None;
-                                let _ = self.session.handle(now(), Input::Disconnected);
-                            }
+                        if let Some(link) = &conn {
+                            link.send(frame);
                         }
                     }
                     Output::Poll => {
-                        if let Some(c) = conn.as_mut() {
-                            if let Err(e) = c.poll().await {
-                                tracing::debug!(error = %e, "poll failed");
-                                conn = None;
-                                let _ = self.session.handle(now(), Input::Disconnected);
-                            }
+                        if let Some(link) = &conn {
+                            link.poll();
                         }
                     }
                     Output::Disconnect => {
                         connecting = None;
-                        if let Some(mut c) = conn.take() {
-                            let _ = c.close().await;
-                        }
+                        // Dropping the link closes the connection in its task, with a deadline.
+                        conn = None;
                     }
                     Output::Event(event) => {
                         self.observed
@@ -144,27 +139,29 @@ impl Driver {
                 break;
             }
             let deadline = self.session.poll_timeout();
+            // Biased, so the same inputs give the same order (the simulator relies on it); the
+            // deadline first, so a busy link cannot starve the session's timers.
             tokio::select! {
+                biased;
+                () = wait_deadline(&*self.clock, deadline, origin, base) => {
+                    let _ = self.session.handle(now(), Input::Tick);
+                }
                 result = wait_connecting(&mut connecting) => {
                     connecting = None;
                     let input = match result {
                         Ok(c) => {
                             let pull = c.delivery() == Delivery::Pull;
-                            conn = Some(c);
+                            conn = Some(Link::spawn(c, self.clock.clone()));
                             Input::Connected { pull }
                         }
                         Err(e) => Input::ConnectFailed { reason: unreachable_reason(&self.url, &e) },
                     };
                     let _ = self.session.handle(now(), input);
                 }
-                frame = wait_frame(&mut conn) => {
-                    let input = match frame {
-                        Ok(Some(text)) => Input::Frame(text),
-                        Ok(None) => Input::Disconnected,
-                        Err(e) => {
-                            tracing::debug!(error = %e, "connection failed");
-                            Input::Disconnected
-                        }
+                event = wait_link(&mut conn) => {
+                    let input = match event {
+                        LinkEvent::Frame(text) => Input::Frame(text),
+                        LinkEvent::Lost => Input::Disconnected,
                     };
                     if matches!(input, Input::Disconnected) {
                         conn = None;
@@ -187,13 +184,10 @@ impl Driver {
                         let _ = self.session.handle(now(), Input::Close);
                     }
                 },
-                () = wait_deadline(&*self.clock, deadline, origin, base) => {
-                    let _ = self.session.handle(now(), Input::Tick);
-                }
             }
         }
-        if let Some(mut c) = conn.take() {
-            let _ = c.close().await;
+        if let Some(link) = conn.take() {
+            link.finish(&*self.clock).await;
         }
     }
 
@@ -201,7 +195,9 @@ impl Driver {
     fn connect(&self) -> Connecting {
         let transport = self.transport.clone();
         let url = self.url.clone();
-        let timeout = self.clock.sleep_until(self.clock.now() + CONNECT_TIMEOUT);
+        let timeout = self
+            .clock
+            .sleep_until(self.clock.now().saturating_add(CONNECT_TIMEOUT));
         Box::pin(async move {
             tokio::select! {
                 result = transport.connect(&url) => result,
@@ -239,11 +235,9 @@ async fn wait_connecting(
     }
 }
 
-async fn wait_frame(
-    conn: &mut Option<Box<dyn Connection>>,
-) -> Result<Option<String>, TransportError> {
+async fn wait_link(conn: &mut Option<Link>) -> LinkEvent {
     match conn {
-        Some(c) => c.recv().await,
+        Some(link) => link.next().await,
         None => std::future::pending().await,
     }
 }
@@ -256,7 +250,11 @@ async fn wait_deadline(
     base: Duration,
 ) {
     match deadline {
-        Some(d) => clock.sleep_until(origin + d.saturating_sub(base)).await,
+        Some(d) => {
+            clock
+                .sleep_until(origin.saturating_add(d.saturating_sub(base)))
+                .await
+        }
         None => std::future::pending().await,
     }
 }

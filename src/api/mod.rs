@@ -5,6 +5,7 @@
 //! relay, `ws://` and `wss://` for a WebSocket relay), unless a transport is given with [`Wormhole::with_transport`].
 
 mod driver;
+mod link;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -15,25 +16,28 @@ use rand::RngCore;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use wormhole_transports::memory::MemoryTransport;
-use wormhole_transports::websocket::WebSocketTransport;
 use wormhole_transports::{split_scheme, Transport};
 
 use crate::clock::{Clock, TokioClock};
 use crate::code::{Code, Nameplate, DEFAULT_WORDS};
-use crate::core::{Config, Error, Event, Input, Schedule, Session};
+use crate::core::{Config, Error, Event, Input, Schedule, SchedulePreset, Session};
 use crate::crypto::Verifier;
 use crate::storage::Storage;
 use crate::wire::Welcome;
 use driver::{Command, Driver, Journal, Observed};
 
 pub use driver::CONNECT_TIMEOUT;
+pub use link::IO_TIMEOUT;
 
 /// Picks the built-in transport for a relay URL by its scheme.
 pub fn transport_for(url: &str) -> Result<Arc<dyn Transport>, Error> {
     let (scheme, _) = split_scheme(url).map_err(|e| Error::InvalidInput(e.to_string()))?;
     match scheme {
         "mem" => Ok(Arc::new(MemoryTransport)),
-        "ws" | "wss" => Ok(Arc::new(WebSocketTransport::default())),
+        #[cfg(feature = "websocket")]
+        "ws" | "wss" => Ok(Arc::new(
+            wormhole_transports::websocket::WebSocketTransport::default(),
+        )),
         other => Err(Error::InvalidInput(format!(
             "no built-in transport for {other}:// relay URLs (relay URL {url:?})"
         ))),
@@ -117,16 +121,55 @@ impl Wormhole {
         }
     }
 
-    /// Sets the polling and reconnection schedule.
+    /// Sets the polling and reconnection schedule (the default is
+    /// [`Schedule::face_to_face`]). Takes effect if set before the wormhole is first used.
     pub fn with_schedule(mut self, schedule: Schedule) -> Wormhole {
         self.config.schedule = schedule;
         self
     }
 
-    /// Sets the hard timeout (`None` waits forever).
+    /// Sets the hard timeout, counted from the first use (`None` waits forever; any
+    /// `Duration`, up to `Duration::MAX`, is accepted). When it passes, every pending
+    /// operation fails with [`Error::Timeout`] and the mailbox is closed with mood `lonely`.
+    /// The default is [`DEFAULT_TIMEOUT`](crate::core::DEFAULT_TIMEOUT), five minutes.
     pub fn with_timeout(mut self, timeout: Option<Duration>) -> Wormhole {
         self.config.timeout = timeout;
         self
+    }
+
+    /// Uses a named schedule and the timeout that goes with it:
+    /// [`SchedulePreset::FaceToFace`] (the default: polls every 0.5 s at first, five-minute
+    /// timeout) or [`SchedulePreset::LongLived`] (hourly after the first hour, seven-day
+    /// timeout). A later [`with_timeout`](Wormhole::with_timeout) overrides the timeout.
+    ///
+    /// ```
+    /// use wormhole::{SchedulePreset, Wormhole};
+    /// let w = Wormhole::new("example.com/app", "ws://relay.example:4000/v1")
+    ///     .with_preset(SchedulePreset::LongLived);
+    /// assert_eq!(w.timeout(), Some(SchedulePreset::LongLived.timeout()));
+    /// ```
+    pub fn with_preset(mut self, preset: SchedulePreset) -> Wormhole {
+        self.set_preset(preset);
+        self
+    }
+
+    pub(crate) fn set_preset(&mut self, preset: SchedulePreset) {
+        self.config.schedule = preset.schedule();
+        self.config.timeout = Some(preset.timeout());
+    }
+
+    pub(crate) fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+
+    /// The schedule in force.
+    pub fn schedule(&self) -> &Schedule {
+        &self.config.schedule
+    }
+
+    /// The hard timeout in force (`None`: none).
+    pub fn timeout(&self) -> Option<Duration> {
+        self.config.timeout
     }
 
     /// Sets the `app_versions` object sent to the other side.
@@ -200,6 +243,17 @@ impl Wormhole {
     /// The relay's welcome, once received.
     pub fn welcome(&self) -> Option<Welcome> {
         self.observed().welcome.clone()
+    }
+
+    /// Connects (if not yet) and waits for the relay's welcome: its message of the day and
+    /// the CLI version it advertises. Fails with the session's error if it ends first (e.g.
+    /// [`Error::Unwelcome`] when the relay refuses service).
+    pub async fn wait_welcome(&mut self) -> Result<Welcome, Error> {
+        if self.welcome().is_none() && self.outcome.is_none() {
+            self.start()?;
+        }
+        self.wait_for(|w| w.welcome().is_some()).await?;
+        self.welcome().ok_or(Error::Closed)
     }
 
     /// Whether the relay confirmed that the nameplate is released (the code is used up).
@@ -443,6 +497,24 @@ impl Initiator {
         self
     }
 
+    /// Sets the schedule; see [`Wormhole::with_schedule`].
+    pub fn with_schedule(mut self, schedule: Schedule) -> Initiator {
+        self.wormhole.config_mut().schedule = schedule;
+        self
+    }
+
+    /// Sets the hard timeout; see [`Wormhole::with_timeout`].
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Initiator {
+        self.wormhole.config_mut().timeout = timeout;
+        self
+    }
+
+    /// Uses a schedule preset and its timeout; see [`Wormhole::with_preset`].
+    pub fn with_preset(mut self, preset: SchedulePreset) -> Initiator {
+        self.wormhole.set_preset(preset);
+        self
+    }
+
     /// Allocates the code (once) and returns it.
     pub async fn get_code(&mut self) -> Result<Code, Error> {
         if let Some(code) = self.wormhole.code() {
@@ -478,6 +550,24 @@ impl Receiver {
     /// A receiver over a configured [`Wormhole`].
     pub fn from_wormhole(wormhole: Wormhole) -> Receiver {
         Receiver { wormhole }
+    }
+
+    /// Sets the schedule; see [`Wormhole::with_schedule`].
+    pub fn with_schedule(mut self, schedule: Schedule) -> Receiver {
+        self.wormhole.config_mut().schedule = schedule;
+        self
+    }
+
+    /// Sets the hard timeout; see [`Wormhole::with_timeout`].
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Receiver {
+        self.wormhole.config_mut().timeout = timeout;
+        self
+    }
+
+    /// Uses a schedule preset and its timeout; see [`Wormhole::with_preset`].
+    pub fn with_preset(mut self, preset: SchedulePreset) -> Receiver {
+        self.wormhole.set_preset(preset);
+        self
     }
 
     /// Sets the code the initiator showed; a malformed code is refused here.

@@ -10,7 +10,8 @@ mod session;
 
 pub use error::{Error, Mood};
 pub use schedule::{
-    reconnect_delay, Schedule, ScheduleError, DEFAULT_TIMEOUT, MAX_RECONNECT_DELAY,
+    jitter, jitter_bounds, reconnect_delay, Schedule, ScheduleError, SchedulePreset,
+    DEFAULT_TIMEOUT, LONG_LIVED_TIMEOUT, MAX_RECONNECT_DELAY, RECONNECT_JITTER, STABLE_CONNECTION,
 };
 pub use session::{
     Config, Event, Input, Output, Session, CLIENT_VERSION, CLOSE_GRACE, DEFAULT_MAX_MESSAGE,

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::{Error, Mood};
-use super::schedule::{reconnect_delay, Schedule, DEFAULT_TIMEOUT};
+use super::schedule::{jitter, reconnect_delay, Schedule, DEFAULT_TIMEOUT, STABLE_CONNECTION};
 use crate::code::{Code, Nameplate};
 use crate::crypto::{self, Key, Pake, Verifier};
 use crate::wire::{ClientFrame, ClientMessage, ServerFrame, ServerMessage, Welcome};
@@ -216,6 +216,9 @@ pub struct Session {
     link: Link,
     ever_connected: bool,
     attempts: u32,
+    /// When the current connection came up (per connection, like `sent`).
+    #[serde(skip)]
+    up_since: Option<Duration>,
     /// Per connection: a restored session starts on a new one.
     #[serde(skip)]
     sent: Sent,
@@ -294,6 +297,7 @@ impl Session {
             link: Link::Connecting,
             ever_connected: false,
             attempts: 0,
+            up_since: None,
             sent: Sent::default(),
             next_poll: None,
             list_wanted: false,
@@ -528,9 +532,11 @@ impl Session {
         }
         self.link = Link::Up { pull };
         self.ever_connected = true;
-        self.attempts = 0;
+        // The back-off starts over only once this connection proves healthy (see
+        // `connection_lost`), not merely because it opened.
+        self.up_since = Some(self.now);
         self.sent = Sent::default();
-        self.next_poll = pull.then(|| self.now + self.config.schedule.interval_at(self.now));
+        self.next_poll = pull.then(|| self.config.schedule.next_poll(self.now));
         self.transmit(ClientMessage::Bind {
             appid: self.config.appid.clone(),
             side: self.side.clone(),
@@ -549,10 +555,15 @@ impl Session {
             self.end(Mood::Errory, Err(Error::RelayUnreachable(reason)));
             return;
         }
-        let delay = reconnect_delay(&self.config.schedule, self.now, self.attempts);
+        let up_for = self.up_since.take().map(|t| self.now.saturating_sub(t));
+        if up_for.is_some_and(|d| d >= STABLE_CONNECTION) {
+            self.attempts = 0;
+        }
+        let nominal = reconnect_delay(&self.config.schedule, self.now, self.attempts);
+        let delay = jitter(nominal, &mut self.rng);
         self.attempts = self.attempts.saturating_add(1);
         self.link = Link::Down {
-            retry_at: self.now + delay,
+            retry_at: self.now.saturating_add(delay),
         };
         self.sent = Sent::default();
         tracing::debug!(
@@ -572,13 +583,18 @@ impl Session {
         if let (Link::Up { pull: true }, Some(at)) = (self.link, self.next_poll) {
             if self.now >= at {
                 self.outputs.push_back(Output::Poll);
-                self.next_poll = Some(self.now + self.config.schedule.interval_at(self.now));
+                self.next_poll = Some(self.config.schedule.next_poll(self.now));
             }
         }
         match &self.ending {
             None => {
                 if self.timeout_at.is_some_and(|t| self.now >= t) {
                     self.end(Mood::Lonely, Err(Error::Timeout));
+                    if !self.link_up() {
+                        // A hard deadline does not wait for a reconnection: close politely
+                        // only where the relay can be reached now.
+                        self.finish();
+                    }
                 }
             }
             Some(e) => {
@@ -851,7 +867,7 @@ impl Session {
         self.ending = Some(Ending {
             mood,
             outcome,
-            deadline: self.now + CLOSE_GRACE,
+            deadline: self.now.saturating_add(CLOSE_GRACE),
         });
         self.release_wanted = true;
         self.held.clear();

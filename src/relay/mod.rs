@@ -24,7 +24,7 @@
 //! the per-process subscriptions; `commands` the per-connection rules (Python's
 //! `WebSocketServer`); `tables` the table logic on the [`MailboxStore`] (Python's `AppNamespace`
 //! and `Mailbox`); `output` builds the frames; [`errors`] the error texts; `store` the store
-//! trait and [`MemoryStore`]; [`server`] the async runner.
+//! trait and [`MemoryStore`]; `server` the async runner (feature `relay-server`).
 //!
 //! # Behaviour, and where it differs from Python 0.8
 //! * Every frame that has a `type` is acked first (`id` copied verbatim, `null` when absent);
@@ -54,6 +54,7 @@
 mod commands;
 pub mod errors;
 mod output;
+#[cfg(feature = "relay-server")]
 pub mod server;
 mod store;
 mod tables;

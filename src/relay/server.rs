@@ -30,6 +30,16 @@ use crate::clock::{Clock, TokioClock};
 /// How often the relay prunes idle mailboxes (the Python server's 5 minutes).
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(300);
 
+/// How long one write to a client may take before the relay drops that connection: a client
+/// that stops reading cannot pin its connection's task (and the frames queued for it) forever.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many bytes of frames may wait for one connection before the relay drops it. Four
+/// times the largest frame a client may send (1 MiB), so a burst such as a mailbox replay
+/// fits, while a hundred connections that never read hold at most some 400 MiB less whatever
+/// the kernel buffers (and in practice far less: see the README's limits).
+pub const OUTBOX_BUDGET: usize = 4 * 1024 * 1024;
+
 /// Settings of a running relay.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -39,6 +49,11 @@ pub struct ServerOptions {
     pub prune_interval: Duration,
     /// Seed of the relay's randomness (nameplate choice, mailbox ids); random if `None`.
     pub seed: Option<[u8; 32]>,
+    /// Deadline of every write to a client (and of the final close); past it the connection
+    /// is dropped, its side's state kept as for any dropped connection.
+    pub send_timeout: Duration,
+    /// Bytes of frames that may wait for one connection; past it the connection is dropped.
+    pub outbox_budget: usize,
 }
 
 impl Default for ServerOptions {
@@ -47,6 +62,8 @@ impl Default for ServerOptions {
             config: RelayConfig::default(),
             prune_interval: PRUNE_INTERVAL,
             seed: None,
+            send_timeout: SEND_TIMEOUT,
+            outbox_budget: OUTBOX_BUDGET,
         }
     }
 }
@@ -128,32 +145,62 @@ enum ConnEvent {
 /// Frames waiting to be written to one connection. Lighter than a channel per connection
 /// (a tokio channel allocates a block of 32 slots up front), which matters with many idle
 /// connections.
-#[derive(Default)]
+///
+/// The frames waiting are bounded by a byte budget: a connection whose outbox would go over it
+/// (a client that stopped reading) is closed, and what was queued for it is dropped.
 struct Outbox {
     state: std::sync::Mutex<OutboxState>,
     ready: tokio::sync::Notify,
+    budget: usize,
 }
 
 #[derive(Default)]
 struct OutboxState {
     frames: Vec<String>,
+    bytes: usize,
     closed: bool,
+    /// Closed for going over the budget: nothing more is written.
+    overflowed: bool,
 }
 
 impl Outbox {
+    fn new(budget: usize) -> Outbox {
+        Outbox {
+            state: Default::default(),
+            ready: Default::default(),
+            budget,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push(&self, frames: Vec<String>) {
+    /// Queues frames; `false` if the connection is closed or just went over its budget (then
+    /// it is closed and the frames are dropped).
+    fn push(&self, frames: Vec<String>) -> bool {
         let mut state = self.lock();
-        if state.frames.is_empty() {
-            state.frames = frames;
+        if state.closed {
+            return false;
+        }
+        let bytes = frames.iter().map(String::len).sum::<usize>();
+        let within = state.bytes.saturating_add(bytes) <= self.budget;
+        if within {
+            state.bytes += bytes;
+            if state.frames.is_empty() {
+                state.frames = frames;
+            } else {
+                state.frames.extend(frames);
+            }
         } else {
-            state.frames.extend(frames);
+            state.closed = true;
+            state.overflowed = true;
+            state.frames = Vec::new();
+            state.bytes = 0;
         }
         drop(state);
         self.ready.notify_one();
+        within
     }
 
     fn close(&self) {
@@ -161,12 +208,30 @@ impl Outbox {
         self.ready.notify_one();
     }
 
+    /// Completes once the connection went over its budget.
+    async fn overflowed(&self) {
+        loop {
+            if self.lock().overflowed {
+                return;
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    fn is_overflowed(&self) -> bool {
+        self.lock().overflowed
+    }
+
     /// Waits for frames (or the close); returns `None` once closed and drained.
     async fn next(&self) -> Option<Vec<String>> {
         loop {
             {
                 let mut state = self.lock();
+                if state.overflowed {
+                    return None;
+                }
                 if !state.frames.is_empty() {
+                    state.bytes = 0;
                     return Some(std::mem::take(&mut state.frames));
                 }
                 if state.closed {
@@ -220,9 +285,16 @@ async fn run<S: MailboxStore>(
                         let id = next_id;
                         next_id += 1;
                         let addr: Option<SocketAddr> = conn.peer().addr;
-                        let outbox = Arc::new(Outbox::default());
+                        let outbox = Arc::new(Outbox::new(options.outbox_budget));
                         conns.insert(id, outbox.clone());
-                        tokio::spawn(serve_connection(id, conn, events_tx.clone(), outbox));
+                        tokio::spawn(serve_connection(
+                            id,
+                            conn,
+                            events_tx.clone(),
+                            outbox,
+                            clock.clone(),
+                            options.send_timeout,
+                        ));
                         tracing::debug!(conn = id, ?addr, "connection opened");
                         relay.connected(id, addr, clock.unix_time());
                     }
@@ -271,7 +343,9 @@ async fn run<S: MailboxStore>(
 fn flush_batch(conns: &HashMap<ConnId, Arc<Outbox>>, batch: &mut Vec<(ConnId, Vec<String>)>) {
     for (conn, frames) in batch.drain(..) {
         if let Some(outbox) = conns.get(&conn) {
-            outbox.push(frames);
+            if !outbox.push(frames) {
+                tracing::debug!(conn, "connection dropped: it does not read what it is sent");
+            }
         }
     }
 }
@@ -281,6 +355,8 @@ async fn serve_connection(
     mut conn: Box<dyn Connection>,
     events: mpsc::UnboundedSender<ConnEvent>,
     outbox: Arc<Outbox>,
+    clock: Arc<dyn Clock>,
+    send_timeout: Duration,
 ) {
     loop {
         tokio::select! {
@@ -298,7 +374,17 @@ async fn serve_connection(
             },
             out = outbox.next() => match out {
                 Some(frames) => {
-                    if conn.send_all(frames).await.is_err() {
+                    let deadline = clock.sleep_until(clock.now().saturating_add(send_timeout));
+                    let sent = tokio::select! {
+                        biased;
+                        sent = conn.send_all(frames) => sent.is_ok(),
+                        () = outbox.overflowed() => false,
+                        () = deadline => {
+                            tracing::debug!(conn = id, "connection dropped: a write timed out");
+                            false
+                        }
+                    };
+                    if !sent {
                         break;
                     }
                 }
@@ -306,6 +392,19 @@ async fn serve_connection(
             },
         }
     }
-    let _ = conn.close().await;
+    // Whatever was queued is dropped with the connection. A connection that went over its
+    // budget is not read from: it is dropped at once; any other is closed with a deadline.
+    if outbox.is_overflowed() {
+        drop(conn);
+        let _ = events.send(ConnEvent::Gone(id));
+        return;
+    }
+    outbox.close();
+    let deadline = clock.sleep_until(clock.now().saturating_add(send_timeout));
+    tokio::select! {
+        biased;
+        _ = conn.close() => {}
+        () = deadline => {}
+    }
     let _ = events.send(ConnEvent::Gone(id));
 }

@@ -22,7 +22,9 @@ use std::net::SocketAddr;
 
 use async_trait::async_trait;
 
+#[cfg(feature = "memory")]
 pub mod memory;
+#[cfg(feature = "websocket")]
 pub mod websocket;
 
 /// Errors raised by transports.

@@ -69,6 +69,13 @@ struct ServeArgs {
     /// Seconds between prunes of idle mailboxes.
     #[arg(long, default_value_t = 300)]
     prune_interval: u64,
+    /// Seconds one write to a client may take; a client that stops reading for longer is
+    /// dropped (its side's state is kept, as for any dropped connection).
+    #[arg(long, default_value_t = 30)]
+    send_timeout: u64,
+    /// Bytes of frames that may wait for one connection before the relay drops it.
+    #[arg(long, default_value_t = wormhole::relay::server::OUTBOX_BUDGET)]
+    outbox_budget_bytes: usize,
     /// Worker threads. The relay core is one task, so one thread (the default) avoids
     /// cross-thread wake-ups; it served the most exchanges per second on a 2-core machine
     /// shared with the load generator. More threads spread connection I/O over cores.
@@ -149,6 +156,8 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         config,
         prune_interval: Duration::from_secs(args.prune_interval.max(1)),
         seed: None,
+        send_timeout: Duration::from_secs(args.send_timeout.max(1)),
+        outbox_budget: args.outbox_budget_bytes.max(args.max_frame_bytes),
     };
     let relay = spawn(
         vec![Box::new(listener)],

@@ -5,15 +5,16 @@ mod input;
 mod receive;
 mod send;
 mod ui;
+mod welcome;
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 use wormhole::text::{TextError, TEXT_APPID};
-use wormhole::{Error, Wormhole};
+use wormhole::{Error, SchedulePreset, Wormhole};
 
 /// The public relay the Python CLI 0.24 uses.
 pub const DEFAULT_RELAY: &str = "ws://relay.magic-wormhole.io:4000/v1";
@@ -86,6 +87,19 @@ pub struct Cli {
     )]
     pub timeout: Option<f64>,
 
+    /// How often to poll the relay and reconnect to it: face-to-face (every 0.5 s at first) or
+    /// long-lived (hourly after the first hour, for a transfer that may wait for days)
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "PRESET",
+        env = "WORMHOLE_SCHEDULE",
+        hide_env_values = true,
+        default_value = "face-to-face"
+    )]
+    pub schedule: ScheduleArg,
+
     /// Accepted for compatibility with the Python CLI and ignored: text transfers do not use
     /// a transit relay
     #[arg(
@@ -100,6 +114,27 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The `--schedule` presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    // No doc comments here: they would switch clap to the long help layout.
+    // Every 0.5 s for two minutes, then every 2 s, then every 10 s after five minutes.
+    #[allow(missing_docs)]
+    FaceToFace,
+    // Every minute for ten minutes, then every ten minutes, then hourly after the first hour.
+    #[allow(missing_docs)]
+    LongLived,
+}
+
+impl From<ScheduleArg> for SchedulePreset {
+    fn from(a: ScheduleArg) -> SchedulePreset {
+        match a {
+            ScheduleArg::FaceToFace => SchedulePreset::FaceToFace,
+            ScheduleArg::LongLived => SchedulePreset::LongLived,
+        }
+    }
 }
 
 /// The subcommands.
@@ -408,7 +443,11 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     let timeout = cli.timeout.map(Duration::from_secs_f64);
-    let mut w = Wormhole::new(&cli.appid, &cli.relay_url).with_timeout(timeout);
+    // The preset's schedule; the timeout is --timeout's (none by default), not the preset's.
+    let preset = SchedulePreset::from(cli.schedule);
+    let mut w = Wormhole::new(&cli.appid, &cli.relay_url)
+        .with_schedule(preset.schedule())
+        .with_timeout(timeout);
     let setup = Setup {
         relay_url: cli.relay_url.clone(),
         appid: cli.appid.clone(),
@@ -437,6 +476,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     outcome
+}
+
+/// Waits for the relay's welcome and shows its message of the day, and a note if it
+/// advertises a newer CLI version.
+pub async fn show_welcome(w: &mut Wormhole, setup: &Setup) -> Result<(), Failure> {
+    let welcome = w.wait_welcome().await?;
+    for line in welcome::lines(&welcome, &setup.relay_url, env!("CARGO_PKG_VERSION")) {
+        ui::say(&line);
+    }
+    Ok(())
 }
 
 /// What the commands need to know to tell the user how the other side runs.

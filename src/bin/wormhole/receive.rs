@@ -18,6 +18,7 @@ pub async fn run(w: &mut Wormhole, args: &ReceiveArgs, setup: &Setup) -> Result<
             let _p = Progress::new(progress, "Connecting to the relay");
             w.allocate_code(words).await?
         };
+        crate::show_welcome(w, setup).await?;
         let send = format!(
             "{} send --code {code} --text TEXT",
             setup.other_side_options()
@@ -31,6 +32,9 @@ pub async fn run(w: &mut Wormhole, args: &ReceiveArgs, setup: &Setup) -> Result<
         let code = Code::parse(&typed)
             .map_err(|e| Failure::Usage(format!("the code {typed:?} is not valid: {e}")))?;
         w.set_code(code).await?;
+    }
+    if !args.allocate {
+        crate::show_welcome(w, setup).await?;
     }
 
     let waiting = Progress::new(progress, "Waiting for the sender");

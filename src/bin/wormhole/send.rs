@@ -65,6 +65,7 @@ pub async fn run(w: &mut Wormhole, args: &SendArgs, setup: &Setup) -> Result<(),
             w.allocate_code(usize::from(args.code_length)).await?
         }
     };
+    crate::show_welcome(w, setup).await?;
     let receive = format!("{} receive {code}", setup.other_side_options());
     show_code(&code, &receive, args.qr.wanted(ui::stderr_is_tty()));
 
