@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use serde_json::{json, Value};
 
+use super::tables::base32_lower;
 use super::*;
 
 const T0: f64 = 1_795_698_600.0;

@@ -1,0 +1,350 @@
+//! The per-connection rules (Python's `WebSocketServer`): what each client command may do on
+//! its connection, checked before the table logic runs, and the replies it gets.
+
+use serde_json::{Map, Value};
+
+use super::errors;
+use super::store::{MailboxStore, StoreError, StoredMessage};
+use super::tables::Opened;
+use super::{ConnId, Relay};
+use crate::wire::{NameplateEntry, ServerMessage};
+
+/// Longest nameplate a `claim` may use (as Python 0.8's validity check).
+const MAX_NAMEPLATE_LEN: usize = 40;
+
+/// Per-connection state, as in Python's `WebSocketServer`.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Conn {
+    /// `(appid, side)` once bound.
+    pub(super) bound: Option<(String, String)>,
+    pub(super) did_allocate: bool,
+    pub(super) did_claim: bool,
+    /// The nameplate of this connection's `claim` (set even if the claim failed).
+    pub(super) nameplate: Option<String>,
+    pub(super) did_release: bool,
+    /// The mailbox of this connection's last `open` (set even if the open failed).
+    pub(super) mailbox_id: Option<String>,
+    /// Whether the mailbox is open on this connection (Python's `self._mailbox`).
+    pub(super) open: bool,
+    /// Whether this connection is subscribed to `mailbox_id`.
+    pub(super) listening: bool,
+    pub(super) did_close: bool,
+}
+
+/// Why a command was refused.
+pub(super) enum Refusal {
+    /// Answer with this error string.
+    Error(&'static str),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        Refusal::Store(e)
+    }
+}
+
+pub(super) type Handled = Result<(), Refusal>;
+
+pub(super) fn refuse<T>(error: &'static str) -> Result<T, Refusal> {
+    Err(Refusal::Error(error))
+}
+
+/// The nameplate of a `release` or the mailbox of a `close`: the one given, which must be the
+/// one this connection claimed or opened (if any), or else the remembered one. `errors` are
+/// the refusals for: a different one given, a non-string given, none given and none known.
+fn given_or_remembered(
+    given: Option<&Value>,
+    remembered: &Option<String>,
+    errors: [&'static str; 3],
+) -> Result<String, Refusal> {
+    let [mismatch, not_a_string, nothing] = errors;
+    match (given, remembered) {
+        (Some(g), Some(r)) if g.as_str() != Some(r.as_str()) => refuse(mismatch),
+        (Some(g), _) => g
+            .as_str()
+            .map(str::to_owned)
+            .ok_or(Refusal::Error(not_a_string)),
+        (None, Some(r)) => Ok(r.clone()),
+        (None, None) => refuse(nothing),
+    }
+}
+
+impl<S: MailboxStore> Relay<S> {
+    pub(super) fn dispatch(
+        &mut self,
+        conn: ConnId,
+        mtype: &str,
+        msg: &Map<String, Value>,
+        now: f64,
+    ) -> Handled {
+        match mtype {
+            "ping" => return self.handle_ping(conn, msg, now),
+            "bind" => return self.handle_bind(conn, msg),
+            _ => {}
+        }
+        let Some((appid, side)) = self.conns.get(&conn).and_then(|c| c.bound.clone()) else {
+            return refuse(errors::MUST_BIND_FIRST);
+        };
+        match mtype {
+            "list" => self.handle_list(conn, &appid, now),
+            "allocate" => self.handle_allocate(conn, &appid, &side, now),
+            "claim" => self.handle_claim(conn, &appid, &side, msg, now),
+            "release" => self.handle_release(conn, &appid, &side, msg, now),
+            "open" => self.handle_open(conn, &appid, &side, msg, now),
+            "add" => self.handle_add(conn, &appid, &side, msg, now),
+            "close" => self.handle_close(conn, &appid, &side, msg, now),
+            _ => refuse(errors::UNKNOWN_TYPE),
+        }
+    }
+
+    fn conn_mut(&mut self, conn: ConnId) -> &mut Conn {
+        self.conns.entry(conn).or_default()
+    }
+
+    fn handle_ping(&mut self, conn: ConnId, msg: &Map<String, Value>, now: f64) -> Handled {
+        let Some(ping) = msg.get("ping") else {
+            return refuse(errors::PING_NEEDS_PING);
+        };
+        let Some(pong) = ping.as_i64() else {
+            return refuse(errors::PING_NEEDS_INTEGER);
+        };
+        self.send(conn, ServerMessage::Pong { pong }, now);
+        Ok(())
+    }
+
+    fn handle_bind(&mut self, conn: ConnId, msg: &Map<String, Value>) -> Handled {
+        if self.conn_mut(conn).bound.is_some() {
+            return refuse(errors::ALREADY_BOUND);
+        }
+        let Some(appid) = msg.get("appid") else {
+            return refuse(errors::BIND_NEEDS_APPID);
+        };
+        let Some(side) = msg.get("side") else {
+            return refuse(errors::BIND_NEEDS_SIDE);
+        };
+        let Some(appid) = appid.as_str() else {
+            return refuse(errors::BIND_NEEDS_STRING_APPID);
+        };
+        let Some(side) = side.as_str() else {
+            return refuse(errors::BIND_NEEDS_STRING_SIDE);
+        };
+        tracing::debug!(conn, appid, side, "relay: bound");
+        self.conn_mut(conn).bound = Some((appid.to_owned(), side.to_owned()));
+        Ok(())
+    }
+
+    fn handle_list(&mut self, conn: ConnId, appid: &str, now: f64) -> Handled {
+        let mut names = if self.config.allow_list {
+            self.store.nameplate_names(appid)?
+        } else {
+            Vec::new()
+        };
+        names.sort();
+        names.dedup();
+        let nameplates = names.into_iter().map(|id| NameplateEntry { id }).collect();
+        self.send(conn, ServerMessage::Nameplates { nameplates }, now);
+        Ok(())
+    }
+
+    fn handle_allocate(&mut self, conn: ConnId, appid: &str, side: &str, now: f64) -> Handled {
+        if self.conn_mut(conn).did_allocate {
+            return refuse(errors::GREEDY);
+        }
+        let Some(nameplate) = self.find_available_nameplate(appid)? else {
+            return refuse(errors::NO_FREE_NAMEPLATE);
+        };
+        // A fresh nameplate has no other side, so this cannot be crowded or reclaimed.
+        self.claim_nameplate(appid, &nameplate, side, now)?;
+        self.conn_mut(conn).did_allocate = true;
+        self.send(conn, ServerMessage::Allocated { nameplate }, now);
+        Ok(())
+    }
+
+    fn handle_claim(
+        &mut self,
+        conn: ConnId,
+        appid: &str,
+        side: &str,
+        msg: &Map<String, Value>,
+        now: f64,
+    ) -> Handled {
+        let Some(nameplate) = msg.get("nameplate") else {
+            return refuse(errors::CLAIM_NEEDS_NAMEPLATE);
+        };
+        if self.conn_mut(conn).did_claim {
+            return refuse(errors::ONE_CLAIM);
+        }
+        // Python 0.8 crashes on these and drops the connection; we refuse without using up the
+        // connection's one claim.
+        let nameplate = match nameplate.as_str() {
+            Some(n) if is_valid_nameplate(n) => n.to_owned(),
+            _ => return refuse(errors::CLAIM_NEEDS_NUMERIC),
+        };
+        let state = self.conn_mut(conn);
+        state.did_claim = true;
+        state.nameplate = Some(nameplate.clone());
+        let mailbox = self.claim_nameplate(appid, &nameplate, side, now)?;
+        self.send(conn, ServerMessage::Claimed { mailbox }, now);
+        Ok(())
+    }
+
+    fn handle_release(
+        &mut self,
+        conn: ConnId,
+        appid: &str,
+        side: &str,
+        msg: &Map<String, Value>,
+        now: f64,
+    ) -> Handled {
+        let state = self.conn_mut(conn);
+        if state.did_release {
+            return refuse(errors::ONE_RELEASE);
+        }
+        let nameplate = given_or_remembered(
+            msg.get("nameplate"),
+            &state.nameplate,
+            [
+                errors::RELEASE_SAME_NAMEPLATE,
+                errors::RELEASE_NEEDS_STRING,
+                errors::RELEASE_NEEDS_CLAIM,
+            ],
+        )?;
+        state.did_release = true;
+        self.release_nameplate(appid, &nameplate, side)?;
+        self.send(conn, ServerMessage::Released, now);
+        Ok(())
+    }
+
+    fn handle_open(
+        &mut self,
+        conn: ConnId,
+        appid: &str,
+        side: &str,
+        msg: &Map<String, Value>,
+        now: f64,
+    ) -> Handled {
+        if self.conn_mut(conn).open {
+            return refuse(errors::ONE_OPEN);
+        }
+        let Some(mailbox) = msg.get("mailbox") else {
+            return refuse(errors::OPEN_NEEDS_MAILBOX);
+        };
+        let Some(mailbox) = mailbox.as_str() else {
+            return refuse(errors::OPEN_NEEDS_STRING);
+        };
+        self.conn_mut(conn).mailbox_id = Some(mailbox.to_owned());
+        if self.open_mailbox(appid, mailbox, side, now)? == Opened::Crowded {
+            return refuse(errors::CROWDED);
+        }
+        let state = self.conn_mut(conn);
+        state.open = true;
+        if !state.listening {
+            state.listening = true;
+            self.subscribers
+                .entry((appid.to_owned(), mailbox.to_owned()))
+                .or_default()
+                .push(conn);
+        }
+        for stored in self.store.messages(appid, mailbox)? {
+            self.send_message(conn, &stored, now);
+        }
+        Ok(())
+    }
+
+    fn handle_add(
+        &mut self,
+        conn: ConnId,
+        appid: &str,
+        side: &str,
+        msg: &Map<String, Value>,
+        now: f64,
+    ) -> Handled {
+        let state = self.conn_mut(conn);
+        let mailbox = match (&state.mailbox_id, state.open) {
+            (Some(mailbox), true) => mailbox.clone(),
+            _ => return refuse(errors::MUST_OPEN),
+        };
+        let Some(phase) = msg.get("phase") else {
+            return refuse(errors::MISSING_PHASE);
+        };
+        let Some(body) = msg.get("body") else {
+            return refuse(errors::MISSING_BODY);
+        };
+        let Some(phase) = phase.as_str() else {
+            return refuse(errors::ADD_NEEDS_STRING_PHASE);
+        };
+        let Some(body) = body.as_str() else {
+            return refuse(errors::ADD_NEEDS_STRING_BODY);
+        };
+        let stored = StoredMessage {
+            side: side.to_owned(),
+            phase: phase.to_owned(),
+            body: body.to_owned(),
+            server_rx: now,
+            msg_id: msg.get("id").filter(|id| !id.is_null()).cloned(),
+        };
+        // The mailbox may have been deleted meanwhile (see the module docs).
+        self.ensure_mailbox(appid, &mailbox, false, now)?;
+        self.store.add_message(appid, &mailbox, stored.clone())?;
+        self.store.touch_mailbox(appid, &mailbox, now)?;
+        let listeners = self
+            .subscribers
+            .get(&(appid.to_owned(), mailbox))
+            .cloned()
+            .unwrap_or_default();
+        for listener in listeners {
+            self.send_message(listener, &stored, now);
+        }
+        Ok(())
+    }
+
+    fn handle_close(
+        &mut self,
+        conn: ConnId,
+        appid: &str,
+        side: &str,
+        msg: &Map<String, Value>,
+        now: f64,
+    ) -> Handled {
+        let state = self.conn_mut(conn);
+        if state.did_close {
+            return refuse(errors::ONE_CLOSE);
+        }
+        let mailbox = given_or_remembered(
+            msg.get("mailbox"),
+            &state.mailbox_id,
+            [
+                errors::CLOSE_SAME_MAILBOX,
+                errors::CLOSE_NEEDS_STRING,
+                errors::CLOSE_NEEDS_OPEN,
+            ],
+        )?;
+        // A close on a connection that has not opened the mailbox opens it first.
+        if !state.open && self.open_mailbox(appid, &mailbox, side, now)? == Opened::Crowded {
+            return refuse(errors::CROWDED);
+        }
+        let state = self.conn_mut(conn);
+        let was_listening = std::mem::take(&mut state.listening);
+        let listened_to = state.mailbox_id.clone();
+        state.did_close = true;
+        state.open = false;
+        if let (true, Some(listened_to)) = (was_listening, listened_to) {
+            self.unsubscribe(appid, &listened_to, conn);
+        }
+        let mood = match msg.get("mood") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(mood)) => Some(mood.clone()),
+            Some(other) => Some(other.to_string()),
+        };
+        self.close_mailbox(appid, &mailbox, side, mood)?;
+        self.send(conn, ServerMessage::Closed, now);
+        Ok(())
+    }
+}
+
+/// Whether a claimed nameplate is acceptable: 1–40 ASCII digits.
+fn is_valid_nameplate(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAMEPLATE_LEN && name.bytes().all(|b| b.is_ascii_digit())
+}

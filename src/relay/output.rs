@@ -1,0 +1,68 @@
+//! Frames out: every reply and broadcast is built here and queued as a [`RelayOutput`].
+
+use serde_json::Value;
+
+use super::store::{MailboxStore, StoredMessage};
+use super::{ConnId, Relay, RelayOutput};
+use crate::wire::{ServerFrame, ServerMessage};
+
+impl<S: MailboxStore> Relay<S> {
+    pub(super) fn send(&mut self, conn: ConnId, message: ServerMessage, now: f64) {
+        let frame = ServerFrame {
+            message,
+            server_tx: Some(now),
+        };
+        self.outputs.push_back(RelayOutput::Send {
+            conn,
+            frame: frame.to_json(),
+        });
+    }
+
+    /// Sends a frame whose `id` is copied verbatim from the client (any JSON value; the wire
+    /// types only model string ids).
+    pub(super) fn send_with_id(
+        &mut self,
+        conn: ConnId,
+        message: ServerMessage,
+        id: &Value,
+        now: f64,
+    ) {
+        let frame = ServerFrame {
+            message,
+            server_tx: Some(now),
+        };
+        let text = match serde_json::to_value(&frame) {
+            Ok(Value::Object(mut map)) => {
+                map.insert("id".into(), id.clone());
+                Value::Object(map).to_string()
+            }
+            _ => frame.to_json(),
+        };
+        self.outputs
+            .push_back(RelayOutput::Send { conn, frame: text });
+    }
+
+    pub(super) fn send_message(&mut self, conn: ConnId, stored: &StoredMessage, now: f64) {
+        let message = ServerMessage::Message {
+            side: stored.side.clone(),
+            phase: stored.phase.clone(),
+            body: stored.body.clone(),
+            server_rx: Some(stored.server_rx),
+            id: None,
+        };
+        let id = stored.msg_id.clone().unwrap_or(Value::Null);
+        self.send_with_id(conn, message, &id, now);
+    }
+
+    pub(super) fn send_error(&mut self, conn: ConnId, error: &str, orig: Value, now: f64) {
+        tracing::debug!(conn, error, "relay: error");
+        self.send(
+            conn,
+            ServerMessage::Error {
+                error: error.to_owned(),
+                orig,
+            },
+            now,
+        );
+    }
+}
