@@ -67,12 +67,12 @@ pub mod storage;
 pub mod text;
 pub mod wire;
 
+#[cfg(feature = "tls")]
+pub use api::transport_for_tls;
 #[cfg(feature = "async")]
 pub use api::{
     blocking, transport_for, Initiator, Receiver, Wormhole, CONNECT_TIMEOUT, IO_TIMEOUT,
 };
-#[cfg(feature = "tls")]
-pub use api::transport_for_tls;
 pub use code::Code;
 pub use core::{Error, Schedule, SchedulePreset};
 #[cfg(feature = "async")]
