@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 use wormhole::clock::TokioClock;
-use wormhole::relay::server::{spawn, ServerOptions};
+use wormhole::relay::server::{spawn, RelayHandle, ServerOptions};
 use wormhole::relay::MemoryStore;
 use wormhole::transports::memory::{MemoryListener, MemoryTransport};
 use wormhole::transports::{Connection, Listener, Transport, TransportError};
@@ -88,8 +88,16 @@ async fn recv_type(conn: &mut Box<dyn Connection>, ty: &str) -> serde_json::Valu
 }
 
 /// Starts a relay with `options`, a deaf client bound to mailbox "mb" and a normal client (over
-/// `mem://NAME`) on the same mailbox; returns the normal client and the deaf one's flag.
-async fn setup(name: &str, options: ServerOptions) -> (Box<dyn Connection>, Arc<AtomicBool>) {
+/// `mem://NAME`) on the same mailbox; returns the normal client, the deaf one's flag, and what
+/// must stay alive for the test (the relay, the deaf client's frame feed).
+async fn setup(
+    name: &str,
+    options: ServerOptions,
+) -> (
+    Box<dyn Connection>,
+    Arc<AtomicBool>,
+    (RelayHandle, mpsc::UnboundedSender<String>),
+) {
     let (feed, frames) = mpsc::unbounded_channel();
     let dropped = Arc::new(AtomicBool::new(false));
     let deaf = DeafListener(Some(DeafConnection {
@@ -104,14 +112,12 @@ async fn setup(name: &str, options: ServerOptions) -> (Box<dyn Connection>, Arc<
         options,
         Arc::new(TokioClock::new()),
     );
-    std::mem::forget(relay); // lives for the test
     for frame in [
         r#"{"type":"bind","appid":"a","side":"deaf"}"#,
         r#"{"type":"open","mailbox":"mb"}"#,
     ] {
         feed.send(frame.to_string()).unwrap();
     }
-    std::mem::forget(feed); // the deaf client stays connected
     let mut normal = MemoryTransport
         .connect(&format!("mem://{name}"))
         .await
@@ -123,7 +129,7 @@ async fn setup(name: &str, options: ServerOptions) -> (Box<dyn Connection>, Arc<
         normal.send(frame.to_string()).await.unwrap();
     }
     recv_type(&mut normal, "welcome").await;
-    (normal, dropped)
+    (normal, dropped, (relay, feed))
 }
 
 async fn add(conn: &mut Box<dyn Connection>, i: usize, body_len: usize) {
@@ -147,7 +153,7 @@ async fn a_connection_over_its_outbox_budget_is_dropped_and_others_go_on() {
         send_timeout: Duration::from_secs(3600),
         ..ServerOptions::default()
     };
-    let (mut normal, dropped) = setup("backpressure-budget", options).await;
+    let (mut normal, dropped, _alive) = setup("backpressure-budget", options).await;
     // 40 adds of 8 KiB echo 320 KiB to the deaf side, five times its budget.
     for i in 0..40 {
         add(&mut normal, i, 8 * 1024).await;
@@ -172,7 +178,7 @@ async fn a_write_that_hangs_drops_the_connection_at_the_send_deadline() {
         send_timeout: Duration::from_secs(30),
         ..ServerOptions::default()
     };
-    let (mut normal, dropped) = setup("backpressure-deadline", options).await;
+    let (mut normal, dropped, _alive) = setup("backpressure-deadline", options).await;
     add(&mut normal, 0, 2 * DEAF_BUFFER).await; // fills the deaf side's buffer
     add(&mut normal, 1, 16).await; // within the budget, but this write hangs
     let started = tokio::time::Instant::now();

@@ -93,6 +93,8 @@ impl Driver {
 
         // The connection runs in its own task: this loop never awaits the transport.
         let mut conn: Option<Link> = None;
+        // Links the session let go of, still closing: finished (bounded) before the driver ends.
+        let mut retired: Vec<Link> = Vec::new();
         let mut connecting: Option<Connecting> = None;
         let mut cmds_open = true;
         loop {
@@ -102,7 +104,8 @@ impl Driver {
                 changed = true;
                 match out {
                     Output::Connect => {
-                        conn = None;
+                        retired.retain(|link| !link.is_done());
+                        retired.extend(conn.take());
                         connecting = Some(self.connect());
                     }
                     // A failed send or poll comes back as `LinkEvent::Lost`.
@@ -118,8 +121,7 @@ impl Driver {
                     }
                     Output::Disconnect => {
                         connecting = None;
-                        // Dropping the link closes the connection in its task, with a deadline.
-                        conn = None;
+                        retired.extend(conn.take());
                     }
                     Output::Event(event) => {
                         self.observed
@@ -186,7 +188,7 @@ impl Driver {
                 },
             }
         }
-        if let Some(link) = conn.take() {
+        for link in conn.take().into_iter().chain(retired) {
             link.finish(&*self.clock).await;
         }
     }

@@ -77,6 +77,11 @@ impl Link {
         self.events.recv().await.unwrap_or(LinkEvent::Lost)
     }
 
+    /// Whether the link's task has ended (its connection is closed).
+    pub fn is_done(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Closes the connection and waits (briefly) for its task to end, so that nothing is left
     /// running when the driver stops.
     pub async fn finish(self, clock: &dyn Clock) {

@@ -7,7 +7,10 @@
 //! ```
 
 mod bench;
+#[path = "../common/error_chain.rs"]
+mod error_chain;
 
+use error_chain::error_chain;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -188,17 +191,6 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("shutting down");
     relay.shutdown().await;
     Ok(())
-}
-
-/// An error and its causes, `: `-separated (e.g. "cannot read cert.pem: No such file").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -1,12 +1,15 @@
 //! `wormhole`: send a text to another computer with a short code, compatible with the Python
 //! magic-wormhole CLI (`wormhole send --text` / `wormhole receive`).
 
+#[path = "../common/error_chain.rs"]
+mod error_chain;
 mod input;
 mod receive;
 mod send;
 mod ui;
 mod welcome;
 
+use error_chain::error_chain;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -405,17 +408,6 @@ fn unreachable_reason<'a>(reason: &'a str, url: &str) -> &'a str {
         .strip_prefix(url)
         .and_then(|r| r.strip_prefix(": "))
         .unwrap_or(reason)
-}
-
-/// An error and its causes, `: `-separated.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 fn init_tracing() {
