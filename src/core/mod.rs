@@ -4,11 +4,15 @@
 //! no ambient randomness, so it can be tested and simulated exactly.
 
 mod error;
+#[cfg(feature = "fault-injection")]
+mod faults;
 mod forms;
 mod schedule;
 mod session;
 
 pub use error::{Error, Mood};
+#[cfg(feature = "fault-injection")]
+pub use faults::Faults;
 pub use schedule::{
     jitter, jitter_bounds, reconnect_delay, Schedule, ScheduleError, SchedulePreset,
     DEFAULT_TIMEOUT, LONG_LIVED_TIMEOUT, MAX_RECONNECT_DELAY, RECONNECT_JITTER, STABLE_CONNECTION,

@@ -54,6 +54,10 @@ pub struct Config {
     pub timeout: Option<Duration>,
     /// Largest application message accepted by [`Input::Send`].
     pub max_message: usize,
+    /// Deliberate faults, for the simulator's self-tests (feature `fault-injection`).
+    #[cfg(feature = "fault-injection")]
+    #[serde(skip)]
+    pub faults: super::Faults,
 }
 
 impl Config {
@@ -65,6 +69,8 @@ impl Config {
             schedule: Schedule::default(),
             timeout: Some(DEFAULT_TIMEOUT),
             max_message: DEFAULT_MAX_MESSAGE,
+            #[cfg(feature = "fault-injection")]
+            faults: super::Faults::default(),
         }
     }
 }

@@ -53,6 +53,7 @@
 
 mod commands;
 pub mod errors;
+pub mod metrics;
 mod output;
 #[cfg(feature = "relay-server")]
 pub mod server;

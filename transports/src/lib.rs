@@ -25,6 +25,8 @@ use async_trait::async_trait;
 #[cfg(feature = "memory")]
 pub mod memory;
 #[cfg(feature = "websocket")]
+pub mod net;
+#[cfg(feature = "websocket")]
 pub mod websocket;
 
 /// Errors raised by transports.

@@ -18,13 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 use super::{parse_ws_url, WebSocketOptions};
 use crate::{Connection, PeerInfo, TransportError};
 
-/// Any byte stream a WebSocket can run over (tokio TCP, TLS, a simulator's TCP, …).
-pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncStream for T {}
-
-/// A type-erased [`AsyncStream`].
-pub type BoxedStream = Box<dyn AsyncStream>;
+pub use crate::net::{AsyncStream, BoxedStream};
 
 /// How long [`Connection::close`] waits to get the CLOSE frame out.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
