@@ -23,8 +23,10 @@
 //! Split along the Python server's seams: this module holds the relay's inputs and outputs and
 //! the per-process subscriptions; `commands` the per-connection rules (Python's
 //! `WebSocketServer`); `tables` the table logic on the [`MailboxStore`] (Python's `AppNamespace`
-//! and `Mailbox`); `output` builds the frames; [`errors`] the error texts; `store` the store
-//! trait and [`MemoryStore`]; `server` the async runner (feature `relay-server`).
+//! and `Mailbox`), as functions over one transaction's [`MailboxTables`]; `output` builds the
+//! frames; [`errors`] the error texts; `store` the [`MailboxStore`] and [`MailboxTables`] traits
+//! (and how transactions work); `memory` the [`MemoryStore`]; `sqlite` the `SqliteStore`
+//! (feature `sqlite`); `server` the async runner (feature `relay-server`).
 //!
 //! # Behaviour, and where it differs from Python 0.8
 //! * Every frame that has a `type` is acked first (`id` copied verbatim, `null` when absent);
@@ -53,6 +55,7 @@
 
 mod commands;
 pub mod errors;
+mod memory;
 pub mod metrics;
 mod output;
 #[cfg(feature = "relay-server")]
@@ -73,8 +76,9 @@ use crate::wire::{ServerMessage, Welcome};
 
 use commands::{Conn, Refusal};
 
+pub use memory::MemoryStore;
 pub use store::{
-    MailboxRecord, MailboxSide, MailboxStore, MemoryStore, NameplateRecord, NameplateSide,
+    MailboxRecord, MailboxSide, MailboxStore, MailboxTables, NameplateRecord, NameplateSide,
     StoreError, StoredMessage,
 };
 
@@ -238,7 +242,8 @@ impl<S: MailboxStore> Relay<S> {
 
     /// Python's prune: touches every mailbox with a live subscriber, then deletes every mailbox
     /// not updated for [`RelayConfig::channel_expiration_secs`] (with its sides, messages and the
-    /// nameplates pointing at it). Returns how many mailboxes were deleted. A store failure ends
+    /// nameplates pointing at it). Returns how many mailboxes were deleted. Each mailbox is
+    /// deleted in a transaction of its own, which checks its age again. A store failure ends
     /// the pass early (logged); what was deleted so far stays deleted.
     pub fn prune(&mut self, now: f64) -> usize {
         let mut pruned = 0;
@@ -246,6 +251,38 @@ impl<S: MailboxStore> Relay<S> {
             tracing::warn!(error = %e, "relay: prune failed");
         }
         pruned
+    }
+
+    fn try_prune(&mut self, now: f64, pruned: &mut usize) -> Result<(), StoreError> {
+        let live: Vec<&(String, String)> = self.subscribers.keys().collect();
+        self.store.transaction(&mut |tx| {
+            for (appid, mailbox) in &live {
+                tx.touch_mailbox(appid, mailbox, now)?;
+            }
+            Ok(())
+        })?;
+        let old = now - self.config.channel_expiration_secs;
+        let expired = self.store.transaction(&mut |tx| {
+            let mut expired = Vec::new();
+            for appid in tx.app_ids()? {
+                for id in tx.mailbox_ids(&appid)? {
+                    if tx.mailbox(&appid, &id)?.is_some_and(|m| m.updated <= old) {
+                        expired.push((appid.clone(), id));
+                    }
+                }
+            }
+            Ok(expired)
+        })?;
+        for (appid, id) in expired {
+            if self
+                .store
+                .transaction(&mut |tx| tables::prune_mailbox(tx, &appid, &id, old))?
+            {
+                self.drop_listeners(&appid, &id);
+                *pruned += 1;
+            }
+        }
+        Ok(())
     }
 
     /// The next thing for the runner to do, if any. Drain it after every input.
