@@ -60,7 +60,11 @@ pub mod metrics;
 mod output;
 #[cfg(feature = "relay-server")]
 pub mod server;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 mod store;
+#[cfg(test)]
+mod store_tests;
 mod tables;
 #[cfg(test)]
 mod tests;
@@ -77,6 +81,8 @@ use crate::wire::{ServerMessage, Welcome};
 use commands::{Conn, Refusal};
 
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 pub use store::{
     MailboxRecord, MailboxSide, MailboxStore, MailboxTables, NameplateRecord, NameplateSide,
     StoreError, StoredMessage,
