@@ -131,8 +131,8 @@ pub enum RelayOutput {
         /// The JSON text.
         frame: String,
     },
-    /// Close a connection. Like Python 0.8, the core never drops a client by itself today, so it
-    /// does not emit this yet; runners should still honour it.
+    /// Close a connection. The core asks for it only when a batch failed to commit
+    /// ([`Relay::end_batch`]): the connections whose commands were lost must start afresh.
     Close {
         /// The connection.
         conn: ConnId,
@@ -149,6 +149,17 @@ pub struct Relay<S: MailboxStore = MemoryStore> {
     /// `(appid, mailbox)` → connections listening, in subscription order.
     subscribers: HashMap<(String, String), Vec<ConnId>>,
     outputs: VecDeque<RelayOutput>,
+    /// The open batch, if any: its outputs are held back until it commits.
+    batch: Option<Batch>,
+}
+
+/// An open batch of inputs ([`Relay::begin_batch`]).
+#[derive(Debug, Default)]
+struct Batch {
+    /// `outputs.len()` when it began.
+    mark: usize,
+    /// The connections that had an input in it.
+    conns: Vec<ConnId>,
 }
 
 impl<S: MailboxStore> Relay<S> {
@@ -162,6 +173,56 @@ impl<S: MailboxStore> Relay<S> {
             conns: HashMap::new(),
             subscribers: HashMap::new(),
             outputs: VecDeque::new(),
+            batch: None,
+        }
+    }
+
+    /// Opens a batch: the inputs until [`Relay::end_batch`] are handled as usual, each command
+    /// in a transaction of its own, but the store may commit them all at once (a group
+    /// commit), and [`Relay::poll_output`] holds every output back until the batch is over.
+    /// Feed a batch what has arrived at once (the runner takes what its queue holds), and do
+    /// not [`Relay::prune`] inside one. If the store cannot open a batch, each command commits
+    /// by itself.
+    pub fn begin_batch(&mut self) {
+        if self.batch.is_some() {
+            return;
+        }
+        match self.store.begin_batch() {
+            Ok(()) => {
+                self.batch = Some(Batch {
+                    mark: self.outputs.len(),
+                    conns: Vec::new(),
+                })
+            }
+            Err(e) => tracing::warn!(error = %e, "relay: cannot open a batch"),
+        }
+    }
+
+    /// Commits the batch, then releases its outputs. If the commit fails, no command of the
+    /// batch happened: their outputs are dropped, and every connection that had an input in
+    /// it is forgotten and closed ([`RelayOutput::Close`]), so that its client reconnects and
+    /// carries on from what the store holds, as after a relay restart.
+    pub fn end_batch(&mut self) {
+        let Some(batch) = self.batch.take() else {
+            return;
+        };
+        if let Err(e) = self.store.end_batch() {
+            tracing::warn!(error = %e, conns = batch.conns.len(), "relay: a batch failed to commit");
+            self.outputs.truncate(batch.mark);
+            for conn in batch.conns {
+                if self.conns.contains_key(&conn) {
+                    self.disconnected(conn);
+                    self.outputs.push_back(RelayOutput::Close { conn });
+                }
+            }
+        }
+    }
+
+    fn note_input(&mut self, conn: ConnId) {
+        if let Some(batch) = &mut self.batch {
+            if !batch.conns.contains(&conn) {
+                batch.conns.push(conn);
+            }
         }
     }
 
@@ -170,6 +231,7 @@ impl<S: MailboxStore> Relay<S> {
     /// A reused `conn` starts afresh.
     pub fn connected(&mut self, conn: ConnId, addr: Option<SocketAddr>, now: f64) {
         self.disconnected(conn);
+        self.note_input(conn);
         self.conns.insert(conn, Conn::default());
         tracing::debug!(conn, "relay: connected");
         let your_address = addr.map(|addr| {
@@ -194,6 +256,7 @@ impl<S: MailboxStore> Relay<S> {
     /// `error` and the connection stays usable. A frame on an unknown `conn` is handled as on a
     /// fresh connection (without a welcome).
     pub fn received(&mut self, conn: ConnId, frame: &str, now: f64) {
+        self.note_input(conn);
         if frame.len() > self.config.max_frame_bytes {
             tracing::debug!(conn, len = frame.len(), "relay: frame too large");
             self.send_error(conn, errors::FRAME_TOO_LARGE, Value::Null, now);
@@ -291,8 +354,12 @@ impl<S: MailboxStore> Relay<S> {
         Ok(())
     }
 
-    /// The next thing for the runner to do, if any. Drain it after every input.
+    /// The next thing for the runner to do, if any. Drain it after every input (or batch:
+    /// nothing comes out while a batch is open).
     pub fn poll_output(&mut self) -> Option<RelayOutput> {
+        if self.batch.is_some() {
+            return None;
+        }
         self.outputs.pop_front()
     }
 
