@@ -1520,3 +1520,67 @@ fn a_refused_claim_commits_the_rows_written_before_the_refusal() {
         .unwrap();
     assert_eq!(mailbox.sides.len(), 3);
 }
+
+#[test]
+fn a_batch_holds_its_outputs_until_it_commits() {
+    let mut h = Harness::new();
+    h.connect_bound(1, "a", "sa");
+    h.relay.begin_batch();
+    h.tick();
+    h.relay
+        .received(1, r#"{"type": "claim", "nameplate": "3"}"#, h.now);
+    h.relay.received(1, r#"{"type": "ping", "ping": 8}"#, h.now);
+    assert_eq!(h.relay.poll_output(), None, "held while the batch is open");
+    h.relay.end_batch();
+    let out: Vec<Value> = h.drain().into_iter().map(|(_, f)| f).collect();
+    assert_eq!(out.len(), 4, "{out:?}");
+    assert_eq!(out[1]["type"], json!("claimed"));
+    assert_eq!(out[3], json!({"type": "pong", "pong": 8}));
+}
+
+/// A store whose batches fail to commit (a [`MemoryStore`] cannot lose them, so the rows
+/// stay: this tests only what the relay does about it).
+#[derive(Default)]
+struct UncommittableStore(MemoryStore);
+
+impl MailboxStore for UncommittableStore {
+    fn transaction<T>(
+        &mut self,
+        work: &mut dyn FnMut(&mut dyn MailboxTables) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.0.transaction(work)
+    }
+    fn end_batch(&mut self) -> Result<(), StoreError> {
+        Err(StoreError::Backend("disk full".into()))
+    }
+}
+
+#[test]
+fn a_batch_that_fails_to_commit_drops_its_replies_and_closes_its_connections() {
+    let mut h = Harness::with_store(
+        RelayConfig::default(),
+        UncommittableStore::default(),
+        [1; 32],
+    );
+    h.connect_bound(1, "a", "sa");
+    h.connect_bound(2, "a", "sb");
+    h.connect_bound(3, "a", "sc");
+    h.relay.begin_batch();
+    h.tick();
+    h.relay
+        .received(1, r#"{"type": "claim", "nameplate": "3"}"#, h.now);
+    h.relay.received(2, r#"{"type": "list"}"#, h.now);
+    h.relay.end_batch();
+    let mut closed = Vec::new();
+    while let Some(out) = h.relay.poll_output() {
+        match out {
+            RelayOutput::Close { conn } => closed.push(conn),
+            RelayOutput::Send { conn, frame } => panic!("{conn} was sent {frame}"),
+        }
+    }
+    assert_eq!(closed, [1, 2], "the connections of the lost batch, not 3");
+    // They are forgotten: a frame on 1 is as on a fresh connection (not bound).
+    h.error(1, json!({"type": "list"}), errors::MUST_BIND_FIRST);
+    let out = h.send(3, json!({"type": "ping", "ping": 1}));
+    assert_eq!(out[1], json!({"type": "pong", "pong": 1}), "3 is untouched");
+}
