@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::errors;
+use super::limits::{message_bytes, Limit};
 use super::store::{MailboxStore, StoreError, StoredMessage};
 use super::tables::Opened;
 use super::{ConnId, Relay};
@@ -35,6 +36,8 @@ pub(super) struct Conn {
 pub(super) enum Refusal {
     /// Answer with this error string.
     Error(&'static str),
+    /// A limit was reached: answer with its error, and count it.
+    Limit(Limit),
     /// The store failed.
     Store(StoreError),
 }
@@ -130,6 +133,7 @@ impl<S: MailboxStore> Relay<S> {
         let Some(side) = side.as_str() else {
             return refuse(errors::BIND_NEEDS_STRING_SIDE);
         };
+        self.config.limits.check_bind(appid, side)?;
         tracing::debug!(conn, appid, side, "relay: bound");
         self.conn_mut(conn).bound = Some((appid.to_owned(), side.to_owned()));
         Ok(())
@@ -152,6 +156,7 @@ impl<S: MailboxStore> Relay<S> {
         if self.conn_mut(conn).did_allocate {
             return refuse(errors::GREEDY);
         }
+        self.admit_allocation(conn, now)?;
         let Some(nameplate) = self.find_available_nameplate(appid)? else {
             return refuse(errors::NO_FREE_NAMEPLATE);
         };
@@ -182,6 +187,7 @@ impl<S: MailboxStore> Relay<S> {
             Some(n) if is_valid_nameplate(n) => n.to_owned(),
             _ => return refuse(errors::CLAIM_NEEDS_NUMERIC),
         };
+        self.admit_claim(conn, now)?;
         let state = self.conn_mut(conn);
         state.did_claim = true;
         state.nameplate = Some(nameplate.clone());
@@ -234,6 +240,7 @@ impl<S: MailboxStore> Relay<S> {
         let Some(mailbox) = mailbox.as_str() else {
             return refuse(errors::OPEN_NEEDS_STRING);
         };
+        self.admit_open(conn, appid, mailbox, now)?;
         self.conn_mut(conn).mailbox_id = Some(mailbox.to_owned());
         if self.open_mailbox(appid, mailbox, side, now)? == Opened::Crowded {
             return refuse(errors::CROWDED);
@@ -278,25 +285,24 @@ impl<S: MailboxStore> Relay<S> {
         let Some(body) = body.as_str() else {
             return refuse(errors::ADD_NEEDS_STRING_BODY);
         };
+        self.config.limits.check_phase(phase)?;
+        let id = msg.get("id").filter(|id| !id.is_null());
+        let id_text = id.map(Value::to_string);
+        let bytes = message_bytes(side, phase, body, id_text.as_deref());
+        self.admit_message(appid, &mailbox, bytes)?;
         let stored = StoredMessage {
             side: side.to_owned(),
             phase: phase.to_owned(),
             body: body.to_owned(),
             server_rx: now,
-            msg_id: msg.get("id").filter(|id| !id.is_null()).cloned(),
+            msg_id: id.cloned(),
         };
         // The mailbox may have been deleted meanwhile (see the module docs).
         self.ensure_mailbox(appid, &mailbox, false, now)?;
         self.store.add_message(appid, &mailbox, stored.clone())?;
+        self.record_message(appid, &mailbox, bytes);
         self.store.touch_mailbox(appid, &mailbox, now)?;
-        let listeners = self
-            .subscribers
-            .get(&(appid.to_owned(), mailbox))
-            .cloned()
-            .unwrap_or_default();
-        for listener in listeners {
-            self.send_message(listener, &stored, now);
-        }
+        self.broadcast_message(appid, &mailbox, &stored, now);
         Ok(())
     }
 
@@ -321,8 +327,13 @@ impl<S: MailboxStore> Relay<S> {
                 errors::CLOSE_NEEDS_OPEN,
             ],
         )?;
+        let open = state.open;
+        self.config.limits.check_mailbox_id(&mailbox)?;
+        if let Some(Value::String(mood)) = msg.get("mood") {
+            self.config.limits.check_string(mood)?;
+        }
         // A close on a connection that has not opened the mailbox opens it first.
-        if !state.open && self.open_mailbox(appid, &mailbox, side, now)? == Opened::Crowded {
+        if !open && self.open_mailbox(appid, &mailbox, side, now)? == Opened::Crowded {
             return refuse(errors::CROWDED);
         }
         let state = self.conn_mut(conn);
