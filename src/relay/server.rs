@@ -340,7 +340,7 @@ async fn run<S: MailboxStore>(
                 let Some(mut event) = event else { break };
                 // Handle what else is waiting too (up to a turn's worth), then write: the
                 // frames due to one connection from all these inputs go out together.
-                for _ in 0..TURN_EVENTS {
+                for handled in 1.. {
                     match event {
                         ConnEvent::Incoming(conn) => {
                             let id = next_id;
@@ -370,6 +370,9 @@ async fn run<S: MailboxStore>(
                         }
                     }
                     batch.collect(&mut relay, &conns);
+                    if handled == TURN_EVENTS {
+                        break;
+                    }
                     match events_rx.try_recv() {
                         Ok(next) => event = next,
                         Err(_) => break,

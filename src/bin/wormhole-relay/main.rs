@@ -9,6 +9,7 @@
 mod bench;
 #[path = "../common/error_chain.rs"]
 mod error_chain;
+mod flood;
 
 use error_chain::error_chain;
 use std::net::SocketAddr;
