@@ -321,7 +321,9 @@ impl Net {
                 if let RelayOutput::Send { conn, frame } = out {
                     if Some(conn) == self.conn {
                         let now = self.now;
-                        self.session.handle(now, Input::Frame(frame)).unwrap();
+                        self.session
+                            .handle(now, Input::Frame(frame.to_string()))
+                            .unwrap();
                     }
                 }
             }

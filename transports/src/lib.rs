@@ -19,6 +19,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -104,6 +105,14 @@ pub trait Connection: Send + fmt::Debug + 'static {
             self.send(frame).await?;
         }
         Ok(())
+    }
+
+    /// Sends frames that may be shared with other connections (a relay serializes each
+    /// broadcast once), in order, like [`send_all`](Connection::send_all). The default copies
+    /// them into `String`s; transports that can send from shared memory override it.
+    async fn send_shared(&mut self, frames: Vec<Arc<str>>) -> Result<(), TransportError> {
+        self.send_all(frames.iter().map(|f| f.to_string()).collect())
+            .await
     }
 
     /// Waits for the next text frame. `Ok(None)` means the other end closed the connection

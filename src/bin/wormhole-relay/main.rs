@@ -9,6 +9,7 @@
 mod bench;
 #[path = "../common/error_chain.rs"]
 mod error_chain;
+mod flood;
 
 use error_chain::error_chain;
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use wormhole::clock::TokioClock;
 use wormhole::relay::server::{spawn, ServerOptions};
 use wormhole::relay::sqlite::Synchronous;
-use wormhole::relay::{MemoryStore, RelayConfig, SqliteStore};
+use wormhole::relay::{Limits, MemoryStore, Rate, RelayConfig, SqliteStore};
 use wormhole::transports::websocket::{
     raise_nofile_limit, DefaultHttpHandler, ServerTls, WebSocketListener, WebSocketOptions,
 };
@@ -88,8 +89,8 @@ struct ServeArgs {
     /// Largest frame accepted, in bytes; larger ones get an `error` frame.
     #[arg(long, default_value_t = 1024 * 1024)]
     max_frame_bytes: usize,
-    /// Seconds between prunes of idle mailboxes.
-    #[arg(long, default_value_t = 300)]
+    /// Seconds between prunes of idle mailboxes and abandoned nameplates.
+    #[arg(long, default_value_t = 60)]
     prune_interval: u64,
     /// Seconds one write to a client may take; a client that stops reading for longer is
     /// dropped (its side's state is kept, as for any dropped connection).
@@ -98,6 +99,12 @@ struct ServeArgs {
     /// Bytes of frames that may wait for one connection before the relay drops it.
     #[arg(long, default_value_t = wormhole::relay::server::OUTBOX_BUDGET)]
     outbox_budget_bytes: usize,
+    /// Bytes of received frames that may wait for the relay core, all connections together;
+    /// past it connections wait (and stop reading their sockets).
+    #[arg(long, default_value_t = wormhole::relay::server::QUEUE_BYTES)]
+    queue_bytes: usize,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Worker threads. The relay core is one task, so one thread (the default) avoids
     /// cross-thread wake-ups; it served the most exchanges per second on a 2-core machine
     /// shared with the load generator. More threads spread connection I/O over cores.
@@ -112,6 +119,81 @@ enum DbSync {
     Normal,
     /// `PRAGMA synchronous = FULL`.
     Full,
+}
+
+/// The limits of a public relay (README, "Limits").
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// Messages one mailbox may hold.
+    #[arg(long, default_value_t = Limits::default().messages_per_mailbox)]
+    max_mailbox_messages: usize,
+    /// Bytes (sides, phases, bodies, ids) one mailbox may hold.
+    #[arg(long, default_value_t = Limits::default().bytes_per_mailbox)]
+    max_mailbox_bytes: usize,
+    /// Connections that may listen to one mailbox at once.
+    #[arg(long, default_value_t = Limits::default().listeners_per_mailbox)]
+    max_mailbox_listeners: usize,
+    /// Connections in total.
+    #[arg(long, default_value_t = Limits::default().connections)]
+    max_connections: usize,
+    /// Connections per source address (IPv4 address or IPv6 /64).
+    #[arg(long, default_value_t = Limits::default().connections_per_source)]
+    max_connections_per_source: usize,
+    /// Nameplate allocations per source address and minute (also the burst).
+    #[arg(long, default_value_t = Limits::default().allocations_per_source.per_minute)]
+    allocations_per_minute: u32,
+    /// Nameplate claims and opens of new mailboxes per source address and minute (also the
+    /// burst).
+    #[arg(long, default_value_t = Limits::default().claims_per_source.per_minute)]
+    claims_per_minute: u32,
+    /// Longest `appid`, in bytes.
+    #[arg(long, default_value_t = Limits::default().appid_bytes)]
+    max_appid_bytes: usize,
+    /// Longest `side`, in bytes.
+    #[arg(long, default_value_t = Limits::default().side_bytes)]
+    max_side_bytes: usize,
+    /// Longest `phase`, in bytes.
+    #[arg(long, default_value_t = Limits::default().phase_bytes)]
+    max_phase_bytes: usize,
+    /// Longest `mailbox` id, in bytes.
+    #[arg(long, default_value_t = Limits::default().mailbox_id_bytes)]
+    max_mailbox_id_bytes: usize,
+    /// Longest `mood` and `id` (as JSON), in bytes.
+    #[arg(long, default_value_t = Limits::default().string_bytes)]
+    max_string_bytes: usize,
+    /// Seconds after which a nameplate claimed by one side only, whose mailbox nobody listens
+    /// to, is deleted.
+    #[arg(long, default_value_t = Limits::default().abandoned_nameplate_secs)]
+    abandoned_nameplate_secs: f64,
+    /// Apply the per-source limits to 127.0.0.1 and ::1 too (by default they are left alone:
+    /// local tests, and a reverse proxy without --behind-proxy, connect from there).
+    #[arg(long)]
+    limit_loopback: bool,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            messages_per_mailbox: self.max_mailbox_messages,
+            bytes_per_mailbox: self.max_mailbox_bytes,
+            listeners_per_mailbox: self.max_mailbox_listeners,
+            connections: self.max_connections,
+            connections_per_source: self.max_connections_per_source,
+            allocations_per_source: Rate {
+                per_minute: self.allocations_per_minute,
+            },
+            claims_per_source: Rate {
+                per_minute: self.claims_per_minute,
+            },
+            appid_bytes: self.max_appid_bytes,
+            side_bytes: self.max_side_bytes,
+            phase_bytes: self.max_phase_bytes,
+            mailbox_id_bytes: self.max_mailbox_id_bytes,
+            string_bytes: self.max_string_bytes,
+            abandoned_nameplate_secs: self.abandoned_nameplate_secs.max(0.0),
+            limit_loopback: self.limit_loopback,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -187,6 +269,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         advertise_version: args.advertise_version,
         allow_list: !args.disallow_list,
         max_frame_bytes: args.max_frame_bytes,
+        limits: args.limits.limits(),
         ..RelayConfig::default()
     };
     let options = ServerOptions {
@@ -195,6 +278,8 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         seed: None,
         send_timeout: Duration::from_secs(args.send_timeout.max(1)),
         outbox_budget: args.outbox_budget_bytes.max(args.max_frame_bytes),
+        queue_bytes: args.queue_bytes.max(args.max_frame_bytes),
+        ..ServerOptions::default()
     };
     let listeners: Vec<Box<dyn Listener>> = vec![Box::new(listener)];
     let clock = Arc::new(TokioClock::new());

@@ -112,7 +112,7 @@ impl Net {
                             let now = self.now;
                             self.clients[c]
                                 .session
-                                .handle(now, Input::Frame(frame))
+                                .handle(now, Input::Frame(frame.to_string()))
                                 .unwrap();
                         }
                     }
