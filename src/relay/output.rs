@@ -48,7 +48,7 @@ impl<S: MailboxStore> Relay<S> {
             phase: stored.phase.clone(),
             body: stored.body.clone(),
             server_rx: Some(stored.server_rx),
-            id: None,
+            id: Value::Null,
         };
         let id = stored.msg_id.clone().unwrap_or(Value::Null);
         self.send_with_id(conn, message, &id, now);
