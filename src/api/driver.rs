@@ -47,6 +47,9 @@ pub(crate) struct Journal {
     pub key: String,
 }
 
+/// Where the verdict on an application input goes.
+type Reply = oneshot::Sender<Result<(), Error>>;
+
 type Connecting = Pin<Box<dyn Future<Output = Result<Box<dyn Connection>, TransportError>> + Send>>;
 
 /// What the session has told the application so far. The driver updates it before handing
@@ -121,7 +124,7 @@ impl Driver {
         let mut connecting: Option<Connecting> = None;
         let mut cmds_open = true;
         // Replies to application inputs wait until the state they led to is journaled.
-        let mut replies: Vec<(oneshot::Sender<Result<(), Error>>, Result<(), Error>)> = Vec::new();
+        let mut replies: Vec<(Reply, Result<(), Error>)> = Vec::new();
         loop {
             // Write-ahead: the state is saved before anything it led to leaves.
             self.journal();

@@ -308,6 +308,13 @@ impl Wormhole {
         self.welcome().ok_or(Error::Closed)
     }
 
+    /// How many messages were given to [`send`](Wormhole::send) so far, counting those sent
+    /// before this wormhole was serialized and restored: a resumed program can tell whether
+    /// it still has to send.
+    pub fn sent_messages(&self) -> u64 {
+        self.observed().sent_messages
+    }
+
     /// Whether the relay confirmed that the nameplate is released (the code is used up).
     pub fn code_consumed(&self) -> bool {
         self.observed().consumed

@@ -25,8 +25,9 @@ impl Wormhole {
     /// **The string holds secrets** (the code and the secret of the key exchange): keep it
     /// like a password, never log it. `Debug` of a `Wormhole` never shows it.
     pub async fn serialize(&mut self) -> Result<String, Error> {
-        if let Some(saved) = &self.saved {
-            return Ok(saved.clone());
+        if self.saved.is_some() {
+            // A restored wormhole resumes on its first use, this one included.
+            self.start()?;
         }
         if let Some(running) = &self.running {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -53,7 +54,8 @@ impl Wormhole {
     }
 
     /// Restores a wormhole from [`serialize`](Wormhole::serialize)'s string. It reconnects to
-    /// the relay it used (the URL is in the state) when first used, re-opens its mailbox,
+    /// the relay it used (the URL is in the state) on its first use (any `async` method,
+    /// within a tokio runtime), re-opens its mailbox,
     /// re-sends what the relay had not confirmed, and hands over again what the application
     /// had not read yet: [`recv`](Wormhole::recv) returns those messages first.
     ///

@@ -215,13 +215,23 @@ impl Session {
                     Err(Error::Protocol("pake body is not hex".into())),
                 );
             };
+            // The key first: only a pake that gives one enters the state.
+            let Some(code) = &self.nameplate.code else {
+                return;
+            };
+            match self.our_pake(code).finish(&body) {
+                Ok(key) => self.key.key = Some(key),
+                Err(e) => {
+                    return self.end(
+                        Mood::Scary,
+                        Err(Error::Protocol(format!("bad pake message: {e}"))),
+                    )
+                }
+            }
             self.key.state = KeyState::Derived {
                 peer_side: msg.side,
                 peer_pake: body,
             };
-            if let Err(e) = self.ensure_key() {
-                return self.end(Mood::Scary, Err(e));
-            }
             let version = serde_json::json!({ "app_versions": self.config.app_versions });
             self.add_encrypted("version".into(), version.to_string().as_bytes());
             self.process_held();
