@@ -344,6 +344,101 @@ fn a_journaled_wormhole_resumes_from_storage_and_the_journal_is_removed_at_the_e
     assert!(Wormhole::from_storage(journal, "a").unwrap().is_none());
 }
 
+/// A transport whose connections check, as each `add` leaves, that the journal already
+/// holds its sealed body: the state was saved before the frame went out.
+#[derive(Debug)]
+struct JournalChecking {
+    journal: Arc<MemoryStorage>,
+    checked: Arc<Mutex<Vec<Result<String, String>>>>,
+}
+
+#[derive(Debug)]
+struct JournalCheckingConnection {
+    inner: Box<dyn Connection>,
+    journal: Arc<MemoryStorage>,
+    checked: Arc<Mutex<Vec<Result<String, String>>>>,
+}
+
+#[async_trait]
+impl Transport for JournalChecking {
+    fn supports(&self, scheme: &str) -> bool {
+        scheme == "mem"
+    }
+    async fn connect(&self, url: &str) -> Result<Box<dyn Connection>, TransportError> {
+        Ok(Box::new(JournalCheckingConnection {
+            inner: MemoryTransport.connect(url).await?,
+            journal: self.journal.clone(),
+            checked: self.checked.clone(),
+        }))
+    }
+}
+
+#[async_trait]
+impl Connection for JournalCheckingConnection {
+    async fn send(&mut self, frame: String) -> Result<(), TransportError> {
+        if let Ok(ClientFrame {
+            message: ClientMessage::Add { phase, body },
+            ..
+        }) = ClientFrame::parse(&frame)
+        {
+            let saved = self.journal.get("a").ok().flatten().unwrap_or_default();
+            let verdict = if String::from_utf8_lossy(&saved).contains(&body) {
+                Ok(phase)
+            } else {
+                Err(phase)
+            };
+            self.checked.lock().unwrap().push(verdict);
+        }
+        self.inner.send(frame).await
+    }
+    async fn recv(&mut self) -> Result<Option<String>, TransportError> {
+        self.inner.recv().await
+    }
+    async fn close(&mut self) -> Result<(), TransportError> {
+        self.inner.close().await
+    }
+}
+
+#[test]
+fn the_journal_is_written_before_any_frame_or_event_leaves() {
+    let (_relay_rt, relay) = relay("resume-write-ahead");
+    let journal = Arc::new(MemoryStorage::new());
+    let checked = Arc::new(Mutex::new(Vec::new()));
+    let transport = Arc::new(JournalChecking {
+        journal: journal.clone(),
+        checked: checked.clone(),
+    });
+    let mut a = Side::new(
+        Wormhole::new(APPID, relay.url())
+            .with_transport(transport)
+            .with_journal(journal.clone(), "a"),
+    );
+    let mut b = Side::new(Wormhole::new(APPID, relay.url()));
+    let code = a.run(|w| Box::pin(w.allocate_code(2))).unwrap();
+    // The code reached the application only after it was journaled.
+    let saved = String::from_utf8(journal.get("a").unwrap().unwrap()).unwrap();
+    assert!(saved.contains(&code.to_string()));
+    b.run(|w| Box::pin(w.set_code(code))).unwrap();
+    a.run(|w| Box::pin(w.send(FROM_A))).unwrap();
+    b.run(|w| Box::pin(w.send(FROM_B))).unwrap();
+    assert_eq!(a.run(|w| Box::pin(w.recv())).unwrap(), FROM_B);
+    assert_eq!(b.run(|w| Box::pin(w.recv())).unwrap(), FROM_A);
+    a.run(|w| Box::pin(w.close())).unwrap();
+    b.run(|w| Box::pin(w.close())).unwrap();
+    let checked = checked.lock().unwrap().clone();
+    let phases: Vec<String> = checked.iter().flatten().cloned().collect();
+    assert!(
+        checked.iter().all(|c| c.is_ok()),
+        "adds that left before their state was journaled: {checked:?}"
+    );
+    for phase in ["pake", "version", "0"] {
+        assert!(
+            phases.iter().any(|p| p == phase),
+            "{phase} not checked: {phases:?}"
+        );
+    }
+}
+
 #[test]
 fn a_state_of_another_version_is_refused_with_a_clear_error() {
     let rt = runtime();
