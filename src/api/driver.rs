@@ -277,6 +277,15 @@ impl Driver {
 
 /// A state error as the API's error (its message never holds the state).
 pub(crate) fn state_error(e: crate::core::StateError) -> Error {
+    if let crate::core::StateError::Malformed(json) = &e {
+        // serde's own message may quote the malformed part, which may be a secret.
+        return Error::BadState(format!(
+            "{e} ({:?} error at line {}, column {})",
+            json.classify(),
+            json.line(),
+            json.column()
+        ));
+    }
     let mut text = e.to_string();
     let mut source = std::error::Error::source(&e);
     while let Some(cause) = source {

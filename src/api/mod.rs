@@ -247,8 +247,8 @@ impl Wormhole {
     /// that changed it and before anything it led to leaves (frames to the relay, events and
     /// replies to the application), so a program killed at any instant resumes with
     /// [`from_storage`](Wormhole::from_storage). Nothing is written when only time passed; the
-    /// entry is removed when the exchange ends. The state holds secrets: use a private
-    /// storage ([`DirStorage`](crate::storage::DirStorage) creates its files `0600`).
+    /// entry is removed when the exchange ends. The state holds secrets: keep the storage
+    /// private.
     pub fn with_journal(mut self, storage: Arc<dyn Storage>, key: &str) -> Wormhole {
         self.journal = Some(Journal {
             storage,

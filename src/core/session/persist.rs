@@ -22,7 +22,8 @@ pub const STATE_VERSION: u64 = 1;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateError {
-    /// Not JSON, or not the shape of a session state.
+    /// Not JSON, or not the shape of a session state. The message says no more; the source
+    /// (serde's error) may quote the malformed part of the state, which may be secret.
     #[error("the saved wormhole state is malformed")]
     Malformed(#[source] serde_json::Error),
     /// The object has no `version` field (states written before versioning).

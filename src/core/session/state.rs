@@ -1,4 +1,6 @@
-//! The session's sub-states, one per machine, each a small serializable group of fields.
+//! The session's sub-states, one per machine, each a small serializable group of fields
+//! (each machine's state enum is flattened into its object: `"nameplate": {"state": "known",
+//! "nameplate": "5", ...}`).
 //! Per-connection facts (`#[serde(skip)]`) start over on every connection, so a restored
 //! session starts on a fresh one.
 
@@ -81,6 +83,7 @@ pub(super) struct Sent {
 /// The nameplate and the code made of it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct NameplateMachine {
+    #[serde(flatten)]
     pub state: NameplateState,
     /// The whole code, once known (it holds secret words).
     pub code: Option<Code>,
@@ -123,6 +126,7 @@ pub(super) enum Claim {
 /// The mailbox.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct MailboxMachine {
+    #[serde(flatten)]
     pub state: MailboxState,
     /// Our adds not yet echoed by the relay, in order: `(phase, hex body)`. Re-sent after
     /// every reconnect until echoed, always with the same body.
@@ -173,6 +177,7 @@ pub(super) struct KeyMachine {
     /// and a different code gives an unrelated scalar.
     #[serde(with = "crate::core::forms::hex32")]
     pub pake_secret: [u8; 32],
+    #[serde(flatten)]
     pub state: KeyState,
     /// Messages of the other side that arrived before they could be processed, by phase.
     pub held: BTreeMap<String, PeerMessage>,
@@ -252,6 +257,7 @@ pub(super) struct Phases {
 /// The session's end.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct EndingMachine {
+    #[serde(flatten)]
     pub state: Ending,
     /// The hard timeout, in session time.
     #[serde(with = "crate::core::forms::millis_opt")]
