@@ -66,15 +66,16 @@ impl Side {
 
     /// Serializes this side, kills it (its runtime and driver), and restores it from the
     /// string in a new runtime, with `transport`.
-    fn crash_and_restore(&mut self, transport: Arc<dyn Transport>) {
+    fn crash_and_restore(&mut self, transport: Option<Arc<dyn Transport>>) {
         let state = self.run(|w| Box::pin(w.serialize())).expect("serialize");
         assert!(state.contains("\"version\":1"), "{state}");
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
-        let restored = Wormhole::from_serialized(&state)
-            .expect("restore")
-            .with_transport(transport);
+        let mut restored = Wormhole::from_serialized(&state).expect("restore");
+        if let Some(t) = transport {
+            restored = restored.with_transport(t);
+        }
         assert!(!format!("{restored:?}").contains(&state));
         *self = Side::new(restored);
         // Any use resumes it (here: serializing again, which gives the same exchange).
@@ -168,15 +169,13 @@ const CHECKPOINTS: [&str; 6] = [
     "after reading",
 ];
 
-/// The whole exchange, with side `crash` (0 = A, 1 = B) serialized, killed and restored at
-/// checkpoint `at`.
-fn exchange_with_a_crash(crash: usize, at: usize) {
-    let name = format!("resume-steps-{crash}-{at}");
-    let (_relay_rt, relay) = relay(&name);
-    let transport: Arc<dyn Transport> = Arc::new(MemoryTransport);
+/// The whole exchange through the relay at `url`, with side `crash` (0 = A, 1 = B)
+/// serialized, killed and restored at checkpoint `at`.
+fn exchange_with_a_crash(url: &str, crash: usize, at: usize) {
+    let transport: Option<Arc<dyn Transport>> = None;
     let mut sides = [
-        Side::new(Wormhole::new(APPID, relay.url())),
-        Side::new(Wormhole::new(APPID, relay.url())),
+        Side::new(Wormhole::new(APPID, url)),
+        Side::new(Wormhole::new(APPID, url)),
     ];
     let checkpoint = |sides: &mut [Side; 2], n: usize| {
         if n == at {
@@ -215,9 +214,53 @@ fn either_side_serialized_at_every_step_restores_and_finishes() {
     for crash in 0..2 {
         for (at, checkpoint) in CHECKPOINTS.iter().enumerate() {
             eprintln!("side {crash} restored {checkpoint}");
-            exchange_with_a_crash(crash, at);
+            let (_relay_rt, relay) = relay(&format!("resume-steps-{crash}-{at}"));
+            exchange_with_a_crash(relay.url(), crash, at);
         }
     }
+}
+
+/// The same through the Python mailbox server 0.8 over WebSocket: its replay on re-open is
+/// what the lost-mailbox check relies on, so a restored client must not mistake it for a
+/// lost mailbox.
+#[test]
+fn restores_at_every_step_work_through_the_python_mailbox_server() {
+    let harness = runtime();
+    let relay = harness.block_on(support::PythonRelay::start());
+    for crash in 0..2 {
+        for (at, checkpoint) in CHECKPOINTS.iter().enumerate() {
+            eprintln!("side {crash} restored {checkpoint}");
+            exchange_with_a_crash(&relay.url(), crash, at);
+        }
+    }
+    drop(relay);
+}
+
+/// A real relay without a database restarted while a client was down: the restored client,
+/// and its peer, end with the clear "mailbox expired" error instead of waiting.
+#[test]
+fn a_client_restored_after_its_mailbox_was_lost_gets_mailbox_expired() {
+    let harness = runtime();
+    let mut relay = harness.block_on(OurRelay::start());
+    let url = relay.url().to_string();
+    let mut a = Side::new(Wormhole::new(APPID, &url));
+    let mut b = Side::new(Wormhole::new(APPID, &url));
+    let code = a.run(|w| Box::pin(w.allocate_code(2))).unwrap();
+    b.run(|w| Box::pin(w.set_code(code))).unwrap();
+    a.run(|w| Box::pin(w.verify())).unwrap();
+    b.run(|w| Box::pin(w.verify())).unwrap();
+    let state = a.run(|w| Box::pin(w.serialize())).unwrap();
+    if let Some(rt) = a.rt.take() {
+        rt.shutdown_background();
+    }
+    // The relay keeps its state in memory: a restart loses the mailbox.
+    harness.block_on(relay.restart());
+    let mut a = Side::new(Wormhole::from_serialized(&state).unwrap());
+    let err = a.run(|w| Box::pin(w.recv())).unwrap_err();
+    assert_eq!(err, Error::MailboxExpired, "{err}");
+    let err = b.run(|w| Box::pin(w.recv())).unwrap_err();
+    assert_eq!(err, Error::MailboxExpired, "{err}");
+    drop(relay);
 }
 
 /// One snapshot (taken after the key, before A's message) restored twice, one process after
