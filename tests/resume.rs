@@ -76,7 +76,11 @@ impl Side {
         if let Some(t) = transport {
             restored = restored.with_transport(t);
         }
-        assert!(!format!("{restored:?}").contains(&state));
+        let debug = format!("{restored:?}");
+        assert!(!debug.contains(&state));
+        if let Some(code) = restored.code() {
+            assert!(!debug.contains(code.words()), "{debug}");
+        }
         *self = Side::new(restored);
         // Any use resumes it (here: serializing again, which gives the same exchange).
         let again = self.run(|w| Box::pin(w.serialize())).expect("serialize");
@@ -385,6 +389,12 @@ fn a_journaled_wormhole_resumes_from_storage_and_the_journal_is_removed_at_the_e
         "the journal outlived the exchange"
     );
     assert!(Wormhole::from_storage(journal, "a").unwrap().is_none());
+
+    // Serialized after the end, a wormhole restores as ended.
+    let last = b.run(|w| Box::pin(w.serialize())).unwrap();
+    let mut ended = Side::new(Wormhole::from_serialized(&last).unwrap());
+    assert_eq!(ended.run(|w| Box::pin(w.recv())), Err(Error::Closed));
+    assert_eq!(ended.run(|w| Box::pin(w.close())), Ok(()));
 }
 
 /// A transport whose connections check, as each `add` leaves, that the journal already
