@@ -81,7 +81,7 @@ fn message_frame(stored: &StoredMessage, now: f64) -> Arc<str> {
         phase: stored.phase.clone(),
         body: stored.body.clone(),
         server_rx: Some(stored.server_rx),
-        id: None,
+        id: Value::Null,
     };
     let id = stored.msg_id.clone().unwrap_or(Value::Null);
     frame_with_id(message, &id, now)
