@@ -129,6 +129,15 @@ pub enum RelayOutput {
     },
 }
 
+/// What the core has done since it started, for the runner's metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayCounters {
+    /// `error` frames sent.
+    pub errors_sent: u64,
+    /// Mailboxes closed by their last side (finished exchanges).
+    pub exchanges: u64,
+}
+
 /// The relay core. See the [module docs](self) for its behaviour.
 #[derive(Debug)]
 pub struct Relay<S: MailboxStore = MemoryStore> {
@@ -139,6 +148,7 @@ pub struct Relay<S: MailboxStore = MemoryStore> {
     /// `(appid, mailbox)` → connections listening, in subscription order.
     subscribers: HashMap<(String, String), Vec<ConnId>>,
     outputs: VecDeque<RelayOutput>,
+    counters: RelayCounters,
 }
 
 impl<S: MailboxStore> Relay<S> {
@@ -152,6 +162,7 @@ impl<S: MailboxStore> Relay<S> {
             conns: HashMap::new(),
             subscribers: HashMap::new(),
             outputs: VecDeque::new(),
+            counters: RelayCounters::default(),
         }
     }
 
@@ -251,6 +262,11 @@ impl<S: MailboxStore> Relay<S> {
     /// The next thing for the runner to do, if any. Drain it after every input.
     pub fn poll_output(&mut self) -> Option<RelayOutput> {
         self.outputs.pop_front()
+    }
+
+    /// What the core has done since it started.
+    pub fn counters(&self) -> RelayCounters {
+        self.counters
     }
 
     /// The store (for tests and persistence).

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use wormhole_transports::memory::MemoryListener;
 use wormhole_transports::{Connection, Listener, TransportError};
 
+use super::metrics::Metrics;
 use super::{ConnId, MailboxStore, MemoryStore, Relay, RelayConfig, RelayOutput};
 use crate::clock::{Clock, TokioClock};
 
@@ -54,6 +55,8 @@ pub struct ServerOptions {
     pub send_timeout: Duration,
     /// Bytes of frames that may wait for one connection; past it the connection is dropped.
     pub outbox_budget: usize,
+    /// Where to count connections by transport, frames, exchanges and errors (`/metrics`).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for ServerOptions {
@@ -64,6 +67,7 @@ impl Default for ServerOptions {
             seed: None,
             send_timeout: SEND_TIMEOUT,
             outbox_budget: OUTBOX_BUDGET,
+            metrics: None,
         }
     }
 }
@@ -152,6 +156,10 @@ struct Outbox {
     state: std::sync::Mutex<OutboxState>,
     ready: tokio::sync::Notify,
     budget: usize,
+    /// The connection wants to know when its frames were handled (HTTP polling).
+    receipts: bool,
+    /// For metrics: the connection's transport.
+    kind: &'static str,
 }
 
 #[derive(Default)]
@@ -161,15 +169,26 @@ struct OutboxState {
     closed: bool,
     /// Closed for going over the budget: nothing more is written.
     overflowed: bool,
+    /// Frames of this connection the core has handled, and the count last reported to it.
+    handled: u64,
+    reported: u64,
 }
 
 impl Outbox {
-    fn new(budget: usize) -> Outbox {
+    fn new(budget: usize, receipts: bool, kind: &'static str) -> Outbox {
         Outbox {
             state: Default::default(),
             ready: Default::default(),
             budget,
+            receipts,
+            kind,
         }
+    }
+
+    /// The core handled one more frame of this connection (and queued what it caused).
+    fn mark_handled(&self) {
+        self.lock().handled += 1;
+        self.ready.notify_one();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
@@ -222,17 +241,20 @@ impl Outbox {
         self.lock().overflowed
     }
 
-    /// Waits for frames (or the close); returns `None` once closed and drained.
-    async fn next(&self) -> Option<Vec<String>> {
+    /// Waits for frames or a new count of frames handled (or the close); returns `None` once
+    /// closed and drained.
+    async fn next(&self) -> Option<(Vec<String>, Option<u64>)> {
         loop {
             {
                 let mut state = self.lock();
                 if state.overflowed {
                     return None;
                 }
-                if !state.frames.is_empty() {
+                let receipt = (state.handled != state.reported).then_some(state.handled);
+                if !state.frames.is_empty() || receipt.is_some() {
                     state.bytes = 0;
-                    return Some(std::mem::take(&mut state.frames));
+                    state.reported = state.handled;
+                    return Some((std::mem::take(&mut state.frames), receipt));
                 }
                 if state.closed {
                     return None;
@@ -272,10 +294,14 @@ async fn run<S: MailboxStore>(
     }
 
     let mut conns: HashMap<ConnId, Arc<Outbox>> = HashMap::new();
+    let metrics = options.metrics.clone();
+    let mut counted = relay.counters();
     let mut next_id: ConnId = 1;
     let mut prune = clock.sleep_until(clock.now() + options.prune_interval);
     let mut batch: Vec<(ConnId, Vec<String>)> = Vec::new();
     loop {
+        // The connection whose frame this round handled, if it wants to know.
+        let mut receipt: Option<ConnId> = None;
         tokio::select! {
             _ = &mut stop => break,
             event = events_rx.recv() => {
@@ -285,7 +311,15 @@ async fn run<S: MailboxStore>(
                         let id = next_id;
                         next_id += 1;
                         let addr: Option<SocketAddr> = conn.peer().addr;
-                        let outbox = Arc::new(Outbox::new(options.outbox_budget));
+                        let kind = conn.kind();
+                        let outbox = Arc::new(Outbox::new(
+                            options.outbox_budget,
+                            conn.wants_receipts(),
+                            kind,
+                        ));
+                        if let Some(m) = &metrics {
+                            count_open(m, kind, true);
+                        }
                         conns.insert(id, outbox.clone());
                         tokio::spawn(serve_connection(
                             id,
@@ -298,8 +332,17 @@ async fn run<S: MailboxStore>(
                         tracing::debug!(conn = id, ?addr, "connection opened");
                         relay.connected(id, addr, clock.unix_time());
                     }
-                    ConnEvent::Frame(id, text) => relay.received(id, &text, clock.unix_time()),
+                    ConnEvent::Frame(id, text) => {
+                        relay.received(id, &text, clock.unix_time());
+                        if let Some(m) = &metrics {
+                            Metrics::inc(&m.frames_received_total);
+                        }
+                        receipt = Some(id);
+                    }
                     ConnEvent::Gone(id) => {
+                        if let (Some(m), Some(outbox)) = (&metrics, conns.get(&id)) {
+                            count_open(m, outbox.kind, false);
+                        }
                         conns.remove(&id);
                         relay.disconnected(id);
                         tracing::debug!(conn = id, "connection closed");
@@ -331,12 +374,43 @@ async fn run<S: MailboxStore>(
             }
         }
         flush_batch(&conns, &mut batch);
+        if let Some(outbox) = receipt.and_then(|id| conns.get(&id)) {
+            if outbox.receipts {
+                outbox.mark_handled();
+            }
+        }
+        if let Some(m) = &metrics {
+            let now = relay.counters();
+            if now != counted {
+                let add = |c: &std::sync::atomic::AtomicU64, by: u64| {
+                    c.fetch_add(by, std::sync::atomic::Ordering::Relaxed);
+                };
+                add(&m.errors_total, now.errors_sent - counted.errors_sent);
+                add(&m.exchanges_total, now.exchanges - counted.exchanges);
+                counted = now;
+            }
+        }
     }
     for task in accept_tasks {
         task.abort();
     }
     for outbox in conns.values() {
         outbox.close();
+    }
+}
+
+/// Counts a connection of transport `kind` opening or closing.
+fn count_open(m: &Metrics, kind: &str, open: bool) {
+    let (gauge, total) = match kind {
+        "websocket" => (&m.websocket_open, &m.websocket_total),
+        "http" => (&m.http_sessions_open, &m.http_sessions_total),
+        _ => return,
+    };
+    if open {
+        Metrics::inc(gauge);
+        Metrics::inc(total);
+    } else {
+        Metrics::dec(gauge);
     }
 }
 
@@ -373,19 +447,24 @@ async fn serve_connection(
                 }
             },
             out = outbox.next() => match out {
-                Some(frames) => {
-                    let deadline = clock.sleep_until(clock.now().saturating_add(send_timeout));
-                    let sent = tokio::select! {
-                        biased;
-                        sent = conn.send_all(frames) => sent.is_ok(),
-                        () = outbox.overflowed() => false,
-                        () = deadline => {
-                            tracing::debug!(conn = id, "connection dropped: a write timed out");
-                            false
+                Some((frames, receipt)) => {
+                    if !frames.is_empty() {
+                        let deadline = clock.sleep_until(clock.now().saturating_add(send_timeout));
+                        let sent = tokio::select! {
+                            biased;
+                            sent = conn.send_all(frames) => sent.is_ok(),
+                            () = outbox.overflowed() => false,
+                            () = deadline => {
+                                tracing::debug!(conn = id, "connection dropped: a write timed out");
+                                false
+                            }
+                        };
+                        if !sent {
+                            break;
                         }
-                    };
-                    if !sent {
-                        break;
+                    }
+                    if let Some(count) = receipt {
+                        conn.handled(count);
                     }
                 }
                 None => break,

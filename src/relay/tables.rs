@@ -261,6 +261,7 @@ impl<S: MailboxStore> Relay<S> {
         self.store.delete_nameplates_for_mailbox(appid, id)?;
         self.store.delete_mailbox(appid, id)?;
         self.drop_listeners(appid, id);
+        self.counters.exchanges += 1;
         Ok(())
     }
 }
