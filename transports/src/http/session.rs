@@ -355,6 +355,16 @@ impl Connection for SessionConn {
     }
 
     async fn send_all(&mut self, frames: Vec<String>) -> Result<(), TransportError> {
+        // Frames travel inside JSON answers: each must be JSON itself.
+        if let Some(bad) = frames
+            .iter()
+            .find(|f| serde_json::from_str::<serde::de::IgnoredAny>(f).is_err())
+        {
+            return Err(TransportError::Protocol(format!(
+                "HTTP polling carries JSON frames only; refused a frame of {} bytes that is not JSON",
+                bad.len()
+            )));
+        }
         let mut st = self.session.lock();
         if st.closed {
             return Err(TransportError::Closed);
