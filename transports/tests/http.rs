@@ -51,7 +51,11 @@ fn start(kind: Relay, tls: Option<wormhole_transports::websocket::ServerTls>) ->
     }
 }
 
-async fn serve(mut sessions: SessionListener, kind: Relay, closed: tokio::sync::mpsc::UnboundedSender<()>) {
+async fn serve(
+    mut sessions: SessionListener,
+    kind: Relay,
+    closed: tokio::sync::mpsc::UnboundedSender<()>,
+) {
     while let Ok(mut conn) = sessions.accept().await {
         let closed = closed.clone();
         tokio::spawn(async move {
@@ -96,11 +100,16 @@ async fn recv(conn: &mut Box<dyn Connection>) -> String {
 
 async fn frames_flow_both_ways_in_order(t: &dyn Transport) {
     let relay = start(Relay::Echo, None);
-    let mut conn = timeout(DEADLINE, t.connect(&relay.url)).await.unwrap().unwrap();
+    let mut conn = timeout(DEADLINE, t.connect(&relay.url))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(conn.delivery(), Delivery::Pull);
     assert_eq!(recv(&mut conn).await, r#"{"hello":1}"#);
     conn.send(r#"{"n":1}"#.into()).await.unwrap();
-    conn.send_all(vec![r#"{"n":2}"#.into(), r#"{"n": 3}"#.into()]).await.unwrap();
+    conn.send_all(vec![r#"{"n":2}"#.into(), r#"{"n": 3}"#.into()])
+        .await
+        .unwrap();
     conn.poll().await.unwrap();
     for n in ["1", "2", " 3"] {
         assert_eq!(recv(&mut conn).await, format!(r#"{{"echo":{{"n":{n}}}}}"#));
@@ -114,43 +123,71 @@ async fn frames_flow_both_ways_in_order(t: &dyn Transport) {
 
 async fn a_long_poll_in_flight_does_not_hold_up_sends(t: &dyn Transport) {
     let relay = start(Relay::EchoThenPush, None);
-    let mut conn = timeout(DEADLINE, t.connect(&relay.url)).await.unwrap().unwrap();
+    let mut conn = timeout(DEADLINE, t.connect(&relay.url))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(recv(&mut conn).await, r#"{"hello":1}"#);
     conn.poll().await.unwrap(); // a long poll is now parked at the relay
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     conn.send(r#"{"n":1}"#.into()).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(2), "the send waited {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the send waited {:?}",
+        started.elapsed()
+    );
     assert_eq!(recv(&mut conn).await, r#"{"echo":{"n":1}}"#);
     // The relay's own frame comes through the parked poll, with no further poll() needed.
     let started = Instant::now();
     assert_eq!(recv(&mut conn).await, r#"{"push":1}"#);
-    assert!(started.elapsed() < Duration::from_secs(2), "the push took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the push took {:?}",
+        started.elapsed()
+    );
     conn.close().await.unwrap();
 }
 
 async fn closing_ends_the_session_on_the_relay(t: &dyn Transport) {
     let mut relay = start(Relay::ReportClose, None);
-    let mut conn = timeout(DEADLINE, t.connect(&relay.url)).await.unwrap().unwrap();
+    let mut conn = timeout(DEADLINE, t.connect(&relay.url))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(recv(&mut conn).await, r#"{"hello":1}"#);
     conn.close().await.unwrap();
-    timeout(DEADLINE, relay.closed.recv()).await.expect("the relay saw the close");
-    assert!(conn.send(r#"{"n":1}"#.into()).await.is_err(), "a send after close");
+    timeout(DEADLINE, relay.closed.recv())
+        .await
+        .expect("the relay saw the close");
+    assert!(
+        conn.send(r#"{"n":1}"#.into()).await.is_err(),
+        "a send after close"
+    );
 }
 
 async fn a_session_the_relay_dropped_fails_the_connection(t: &dyn Transport) {
     let relay = start(Relay::DropAfterHello, None);
-    let mut conn = timeout(DEADLINE, t.connect(&relay.url)).await.unwrap().unwrap();
+    let mut conn = timeout(DEADLINE, t.connect(&relay.url))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(recv(&mut conn).await, r#"{"hello":1}"#);
     tokio::time::sleep(Duration::from_millis(300)).await;
     conn.poll().await.unwrap();
-    let end = timeout(DEADLINE, conn.recv()).await.expect("recv ends in time");
+    let end = timeout(DEADLINE, conn.recv())
+        .await
+        .expect("recv ends in time");
     let err = end.expect_err("the lost session is an error");
     assert!(err.to_string().contains("unknown session"), "{err}");
 }
 
 async fn nobody_listening_is_unreachable(t: &dyn Transport) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let err = timeout(DEADLINE, t.connect(&format!("http://127.0.0.1:{port}/v1")))
         .await
         .unwrap()
@@ -201,14 +238,19 @@ macro_rules! suite {
 suite!(hyper_backend, HttpTransport::default());
 
 #[cfg(feature = "surf")]
-suite!(surf_backend, wormhole_transports::http::SurfTransport::default());
+suite!(
+    surf_backend,
+    wormhole_transports::http::SurfTransport::default()
+);
 
 // ----- https:// --------------------------------------------------------------------------------
 
 #[cfg(feature = "tls")]
 mod https {
     use super::*;
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose,
+    };
     use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
     use wormhole_transports::websocket::{ClientTls, ServerTls};
 
@@ -237,7 +279,9 @@ mod https {
             .expect_err("an unknown CA");
         assert!(err.to_string().contains("TLS handshake failed"), "{err}");
 
-        let tls = ClientTls::default().with_extra_ca([ca.der().clone()]).unwrap();
+        let tls = ClientTls::default()
+            .with_extra_ca([ca.der().clone()])
+            .unwrap();
         let t = HttpTransport::default().with_tls(tls);
         let mut conn = timeout(DEADLINE, t.connect(&url)).await.unwrap().unwrap();
         assert_eq!(recv(&mut conn).await, r#"{"hello":1}"#);

@@ -98,37 +98,43 @@ impl HttpTransport {
     /// Like [`Transport::connect`], with the concrete connection type.
     pub async fn connect_http(&self, url: &str) -> Result<HttpConnection, TransportError> {
         let endpoint = Arc::new(self.endpoint(url)?);
-        let mut sender = Requester::new(endpoint.clone());
-        let open = format!("{}/session", endpoint.base);
-        let (status, body) = sender.request(Method::POST, &open, Bytes::new()).await?;
-        if status != StatusCode::CREATED {
-            return Err(unexpected(&open, status, &body));
-        }
-        let opened: FramesBody = parse(&open, &body)?;
-        let Some(id) = opened.session.clone() else {
-            return Err(TransportError::Protocol(
-                "the relay's answer to opening a session has no session id".into(),
-            ));
-        };
-        let session_path = format!("{}/session/{id}", endpoint.base);
-        let shared = Arc::new(Shared::default());
-        shared.deliver(&opened);
-        let poller = tokio::spawn(poll_loop(
-            Requester::new(endpoint.clone()),
-            shared.clone(),
-            format!("{session_path}/events"),
-            self.options.long_poll,
-        ));
-        Ok(HttpConnection {
-            shared,
-            sender,
-            session_path,
-            seq: 0,
-            poller,
-        })
+        let base = endpoint.base.clone();
+        let make = move || -> Box<dyn Backend> { Box::new(Requester::new(endpoint.clone())) };
+        open_session(url, &base, Arc::new(make), self.options.long_poll).await
     }
 
     fn endpoint(&self, url: &str) -> Result<Endpoint, TransportError> {
+        let parts = parse_http_url(url)?;
+        Ok(Endpoint {
+            url: url.to_string(),
+            base: parts.base,
+            host: parts.host,
+            port: parts.port,
+            host_header: parts.host_header,
+            secure: parts.secure,
+            dialer: self.dialer.clone(),
+            timeout: self.options.request_timeout,
+            max_body: self.options.max_body_bytes,
+            #[cfg(feature = "tls")]
+            tls: self.tls.clone(),
+        })
+    }
+}
+
+/// The parts of an `http://` or `https://` relay URL.
+pub(crate) struct HttpUrl {
+    pub secure: bool,
+    pub host: String,
+    pub port: u16,
+    /// `HOST:PORT` (IPv6 in brackets).
+    pub host_header: String,
+    /// The API's path: the URL's path and [`API_PREFIX`], e.g. `/v1/http`.
+    pub base: String,
+}
+
+/// Parses `http[s]://HOST[:PORT][/PATH]`.
+pub(crate) fn parse_http_url(url: &str) -> Result<HttpUrl, TransportError> {
+    {
         let (scheme, rest) = split_scheme(url)?;
         let secure = if scheme.eq_ignore_ascii_case("http") {
             false
@@ -165,18 +171,12 @@ impl HttpTransport {
         } else {
             format!("{}:{}", parsed.host, parsed.port)
         };
-        Ok(Endpoint {
-            url: url.to_string(),
+        Ok(HttpUrl {
             base: format!("{}{API_PREFIX}", parsed.path.trim_end_matches('/')),
             host: parsed.host,
             port: parsed.port,
             host_header,
             secure,
-            dialer: self.dialer.clone(),
-            timeout: self.options.request_timeout,
-            max_body: self.options.max_body_bytes,
-            #[cfg(feature = "tls")]
-            tls: self.tls.clone(),
         })
     }
 }
@@ -193,8 +193,48 @@ impl Transport for HttpTransport {
     }
 }
 
+/// Opens a session at `base` (`/v1/http`) and starts its poller.
+pub(crate) async fn open_session(
+    url: &str,
+    base: &str,
+    make: Arc<MakeBackend>,
+    long_poll: Duration,
+) -> Result<HttpConnection, TransportError> {
+    let mut sender = make();
+    let open = format!("{base}/session");
+    let (status, body) = sender
+        .request(Method::POST, &open, Bytes::new(), Duration::ZERO)
+        .await?;
+    if status != StatusCode::CREATED {
+        return Err(unexpected(&open, status, &body));
+    }
+    let opened: FramesBody = parse(&open, &body)?;
+    let Some(id) = opened.session.clone() else {
+        return Err(TransportError::Protocol(
+            "the relay's answer to opening a session has no session id".into(),
+        ));
+    };
+    let session_path = format!("{base}/session/{id}");
+    let shared = Arc::new(Shared::default());
+    shared.deliver(&opened);
+    let poller = tokio::spawn(poll_loop(
+        make(),
+        shared.clone(),
+        format!("{session_path}/events"),
+        long_poll,
+    ));
+    Ok(HttpConnection {
+        url: url.to_string(),
+        shared,
+        sender,
+        session_path,
+        seq: 0,
+        poller,
+    })
+}
+
 /// Where the relay is and how to reach it.
-struct Endpoint {
+pub(crate) struct Endpoint {
     url: String,
     /// `/v1/http`.
     base: String,
@@ -236,6 +276,23 @@ impl Endpoint {
         Err(unreachable("https:// needs the `tls` feature".into()))
     }
 }
+
+/// Makes HTTP requests to one relay: hyper's client here, surf's with feature `surf`.
+#[async_trait]
+pub(crate) trait Backend: Send + 'static {
+    /// One request with a deadline of the backend's timeout plus `extra`: the answer's status
+    /// and body.
+    async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        extra: Duration,
+    ) -> Result<(StatusCode, Bytes), TransportError>;
+}
+
+/// Makes a fresh backend (one for sends, one for the poller).
+pub(crate) type MakeBackend = dyn Fn() -> Box<dyn Backend> + Send + Sync;
 
 /// One HTTP/1.1 connection to the relay, re-established when it fails.
 struct Requester {
@@ -292,7 +349,7 @@ impl Requester {
         extra: Duration,
     ) -> Result<(StatusCode, Bytes), TransportError> {
         let limit = self.endpoint.timeout.saturating_add(extra);
-        match tokio::time::timeout(limit, self.request_inner(method, path, body)).await {
+        match tokio::time::timeout(limit, self.request_inner_hyper(method, path, body)).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => {
                 self.sender = None;
@@ -308,16 +365,7 @@ impl Requester {
         }
     }
 
-    async fn request(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Bytes,
-    ) -> Result<(StatusCode, Bytes), TransportError> {
-        self.request_with(method, path, body, Duration::ZERO).await
-    }
-
-    async fn request_inner(
+    async fn request_inner_hyper(
         &mut self,
         method: Method,
         path: &str,
@@ -349,6 +397,19 @@ impl Requester {
             .map_err(|e| TransportError::Io(std::io::Error::other(e)))?
             .to_bytes();
         Ok((status, body))
+    }
+}
+
+#[async_trait]
+impl Backend for Requester {
+    async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        extra: Duration,
+    ) -> Result<(StatusCode, Bytes), TransportError> {
+        self.request_with(method, path, body, extra).await
     }
 }
 
@@ -409,8 +470,13 @@ impl Shared {
 }
 
 /// The poller: a fetch per kick (a kick during a fetch makes one more after it), and at once
-/// again while fetches bring frames.
-async fn poll_loop(mut requester: Requester, shared: Arc<Shared>, path: String, wait: Duration) {
+/// again after every fetch that brought frames.
+async fn poll_loop(
+    mut requester: Box<dyn Backend>,
+    shared: Arc<Shared>,
+    path: String,
+    wait: Duration,
+) {
     loop {
         shared.kick.notified().await;
         let mut retried = false;
@@ -418,14 +484,17 @@ async fn poll_loop(mut requester: Requester, shared: Arc<Shared>, path: String, 
             let after = shared.lock().delivered;
             let target = format!("{path}?after={after}&wait={}", wait.as_secs_f64());
             match requester
-                .request_with(Method::GET, &target, Bytes::new(), wait)
+                .request(Method::GET, &target, Bytes::new(), wait)
                 .await
             {
                 Ok((StatusCode::OK, body)) => {
                     retried = false;
                     match parse::<FramesBody>(&path, &body) {
                         Ok(frames) => {
-                            if shared.deliver(&frames) == 0 {
+                            shared.deliver(&frames);
+                            // Frames (even ones a send's answer brought first): poll on at
+                            // once. An empty answer (the long poll ran out): wait for a kick.
+                            if frames.frames.is_empty() {
                                 break;
                             }
                         }
@@ -452,8 +521,9 @@ async fn poll_loop(mut requester: Requester, shared: Arc<Shared>, path: String, 
 /// once; frames from fetches and from the answers to sends come out of
 /// [`recv`](Connection::recv) in the relay's order, each once.
 pub struct HttpConnection {
+    url: String,
     shared: Arc<Shared>,
-    sender: Requester,
+    sender: Box<dyn Backend>,
     /// `/v1/http/session/ID` (holds the session's secret id: never logged).
     session_path: String,
     seq: u64,
@@ -463,7 +533,7 @@ pub struct HttpConnection {
 impl fmt::Debug for HttpConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpConnection")
-            .field("url", &self.sender.endpoint.url)
+            .field("url", &self.url)
             .field("seq", &self.seq)
             .finish_non_exhaustive()
     }
@@ -505,7 +575,7 @@ impl Connection for HttpConnection {
             body.push_str("]}");
             match self
                 .sender
-                .request(Method::POST, &path, Bytes::from(body))
+                .request(Method::POST, &path, Bytes::from(body), Duration::ZERO)
                 .await
             {
                 Ok((StatusCode::OK, answer)) => {
@@ -565,7 +635,7 @@ impl Connection for HttpConnection {
         let path = self.session_path.clone();
         let (status, body) = self
             .sender
-            .request(Method::DELETE, &path, Bytes::new())
+            .request(Method::DELETE, &path, Bytes::new(), Duration::ZERO)
             .await?;
         match status {
             // Already gone (expired, or the relay restarted): closed all the same.
@@ -583,7 +653,10 @@ impl Connection for HttpConnection {
     }
 }
 
-fn parse<'a, T: serde::Deserialize<'a>>(path: &str, body: &'a [u8]) -> Result<T, TransportError> {
+pub(crate) fn parse<'a, T: serde::Deserialize<'a>>(
+    path: &str,
+    body: &'a [u8],
+) -> Result<T, TransportError> {
     serde_json::from_slice(body).map_err(|e| {
         TransportError::Protocol(format!(
             "the relay's answer to {} is not what HTTP polling expects: {e}",
@@ -593,7 +666,7 @@ fn parse<'a, T: serde::Deserialize<'a>>(path: &str, body: &'a [u8]) -> Result<T,
 }
 
 /// An error for an answer with an unexpected status, with the relay's error text if any.
-fn unexpected(path: &str, status: StatusCode, body: &[u8]) -> TransportError {
+pub(crate) fn unexpected(path: &str, status: StatusCode, body: &[u8]) -> TransportError {
     let text = serde_json::from_slice::<ErrorBody>(body)
         .map(|e| e.error)
         .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());

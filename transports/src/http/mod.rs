@@ -29,12 +29,16 @@
 mod client;
 mod server;
 mod session;
+#[cfg(feature = "surf")]
+mod surf;
 mod wire;
 
 pub use self::client::{HttpClientOptions, HttpConnection, HttpTransport};
 pub use self::server::{
     serve_metrics, HttpMetrics, HttpPolling, HttpServerOptions, SessionListener,
 };
+#[cfg(feature = "surf")]
+pub use self::surf::SurfTransport;
 
 /// The path of the HTTP-polling API under a relay URL's path (`/v1` + this).
 pub const API_PREFIX: &str = "/http";
