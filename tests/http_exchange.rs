@@ -445,3 +445,63 @@ async fn a_deleted_session_is_a_closed_connection_and_metrics_show_it() {
         "{text}"
     );
 }
+
+/// `https://` end to end: the relay serves TLS on its one port (certificate from a private CA
+/// made here), the library trusts that CA with `with_tls`; one side polls over HTTPS, the
+/// other uses `wss://` on the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_private_ca_end_to_end() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose,
+    };
+    use wormhole::transports::websocket::tls::rustls::pki_types::{
+        PrivateKeyDer, PrivatePkcs8KeyDer,
+    };
+    use wormhole::transports::websocket::{ClientTls, ServerTls};
+
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let tls = ServerTls::new(
+        vec![cert.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+    .unwrap();
+    let relay = TestRelay::start_with(Setup {
+        tls: Some(std::sync::Arc::new(tls)),
+        ..Setup::default()
+    })
+    .await;
+    let https = relay.http_url.replacen("127.0.0.1", "localhost", 1);
+    let wss = relay.ws_url.replacen("127.0.0.1", "localhost", 1);
+    assert!(https.starts_with("https://") && wss.starts_with("wss://"));
+    let client_tls = ClientTls::default()
+        .with_extra_ca([ca.der().clone()])
+        .unwrap();
+
+    // Without the CA, the relay's certificate is refused.
+    let mut w = Wormhole::new(APPID, &https).with_timeout(Some(Duration::from_secs(3)));
+    let refused = within("refusal", 20, w.allocate_code(2)).await;
+    assert!(refused.is_err(), "{refused:?}");
+
+    let mut a = Wormhole::new(APPID, &https).with_tls(client_tls.clone());
+    let code = within("allocate", 20, a.allocate_code(2))
+        .await
+        .expect("allocate over https");
+    let mut b = Wormhole::new(APPID, &wss).with_tls(client_tls);
+    within("set code", 20, b.set_code(code)).await.unwrap();
+    within("a sends", 20, a.send(b"over https")).await.unwrap();
+    assert_eq!(
+        within("b receives", 20, b.recv()).await.unwrap(),
+        b"over https"
+    );
+    within("a closes", 20, a.close()).await.unwrap();
+    within("b closes", 20, b.close()).await.unwrap();
+    assert!(relay.metric("wormhole_relay_connections_total{transport=\"http\"}") >= 1);
+}
