@@ -2,7 +2,8 @@
 //!
 //! A `Wormhole` spawns one driver task on the current tokio runtime the first time it is used.
 //! The relay is given as a URL; its scheme picks the transport (`mem://NAME` for an in-process
-//! relay, `ws://` and `wss://` for a WebSocket relay), unless a transport is given with [`Wormhole::with_transport`].
+//! relay, `ws://` and `wss://` for a WebSocket relay, `http://` and `https://` for HTTP polling
+//! with feature `http`), unless a transport is given with [`Wormhole::with_transport`].
 
 mod driver;
 mod link;
@@ -31,8 +32,9 @@ use driver::{Command, Driver, Journal, Observed};
 pub use driver::CONNECT_TIMEOUT;
 pub use link::IO_TIMEOUT;
 
-/// Picks the built-in transport for a relay URL by its scheme; `wss://` trusts the built-in
-/// (Mozilla) root certificates.
+/// Picks the built-in transport for a relay URL by its scheme (`mem`, `ws`/`wss`, and with
+/// feature `http` `http`/`https`); `wss://` and `https://` trust the built-in (Mozilla) root
+/// certificates.
 pub fn transport_for(url: &str) -> Result<Arc<dyn Transport>, Error> {
     let (scheme, _) = split_scheme(url).map_err(|e| Error::InvalidInput(e.to_string()))?;
     match scheme {
@@ -41,6 +43,8 @@ pub fn transport_for(url: &str) -> Result<Arc<dyn Transport>, Error> {
         "ws" | "wss" => Ok(Arc::new(
             wormhole_transports::websocket::WebSocketTransport::default(),
         )),
+        #[cfg(feature = "http")]
+        "http" | "https" => Ok(Arc::new(wormhole_transports::http::HttpTransport::default())),
         other => Err(Error::InvalidInput(format!(
             "no built-in transport for {other}:// relay URLs (relay URL {url:?})"
         ))),
@@ -55,6 +59,10 @@ pub fn transport_for_tls(url: &str, tls: &ClientTls) -> Result<Arc<dyn Transport
     match scheme {
         "ws" | "wss" => Ok(Arc::new(
             wormhole_transports::websocket::WebSocketTransport::default().with_tls(tls.clone()),
+        )),
+        #[cfg(feature = "http")]
+        "http" | "https" => Ok(Arc::new(
+            wormhole_transports::http::HttpTransport::default().with_tls(tls.clone()),
         )),
         _ => transport_for(url),
     }

@@ -388,6 +388,7 @@ impl<S: MailboxStore> Relay<S> {
         }
         if deleted {
             self.drop_listeners(appid, &mailbox);
+            self.counters.exchanges += 1;
         }
         self.send(conn, ServerMessage::Closed, now);
         Ok(())

@@ -524,7 +524,11 @@ impl<S: MailboxStore> Relay<S> {
                 Ok(true)
             })?;
             if deleted {
-                tracing::debug!(appid, nameplate = name, "relay: pruning abandoned nameplate");
+                tracing::debug!(
+                    appid,
+                    nameplate = name,
+                    "relay: pruning abandoned nameplate"
+                );
                 self.drop_listeners(&appid, &id);
                 *pruned += 1;
             }

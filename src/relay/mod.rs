@@ -55,10 +55,10 @@
 
 mod commands;
 pub mod errors;
-mod memory;
 pub mod limits;
 #[cfg(test)]
 mod limits_tests;
+mod memory;
 pub mod metrics;
 mod output;
 #[cfg(feature = "relay-server")]
@@ -151,6 +151,15 @@ pub enum RelayOutput {
     },
 }
 
+/// What the core has done since it started, for the runner's metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayCounters {
+    /// `error` frames sent.
+    pub errors_sent: u64,
+    /// Mailboxes closed by their last side (finished exchanges).
+    pub exchanges: u64,
+}
+
 /// The relay core. See the [module docs](self) for its behaviour.
 #[derive(Debug)]
 pub struct Relay<S: MailboxStore = MemoryStore> {
@@ -165,6 +174,7 @@ pub struct Relay<S: MailboxStore = MemoryStore> {
     batch: Option<Batch>,
     limit_state: LimitState,
     metrics: Arc<Metrics>,
+    counters: RelayCounters,
 }
 
 /// An open batch of inputs ([`Relay::begin_batch`]).
@@ -190,6 +200,7 @@ impl<S: MailboxStore> Relay<S> {
             batch: None,
             limit_state: LimitState::default(),
             metrics: Arc::new(Metrics::default()),
+            counters: RelayCounters::default(),
         }
     }
 
@@ -454,6 +465,11 @@ impl<S: MailboxStore> Relay<S> {
             return None;
         }
         self.outputs.pop_front()
+    }
+
+    /// What the core has done since it started.
+    pub fn counters(&self) -> RelayCounters {
+        self.counters
     }
 
     /// The store (for tests and persistence).

@@ -63,6 +63,7 @@ impl<S: MailboxStore> Relay<S> {
 
     pub(super) fn send_error(&mut self, conn: ConnId, error: &str, orig: Value, now: f64) {
         tracing::debug!(conn, error, "relay: error");
+        self.counters.errors_sent += 1;
         self.send(
             conn,
             ServerMessage::Error {

@@ -72,7 +72,8 @@ pub struct ServerOptions {
     /// Bytes of received frames that may wait for the core (see [`QUEUE_BYTES`]); at least
     /// the transport's largest frame.
     pub queue_bytes: usize,
-    /// Where the relay counts limit hits (share it with a `/metrics` endpoint).
+    /// Where the relay counts connections by transport, frames, exchanges, errors and limit
+    /// hits (share it with a `/metrics` endpoint).
     pub metrics: Arc<Metrics>,
 }
 
@@ -200,6 +201,10 @@ struct Outbox {
     state: std::sync::Mutex<OutboxState>,
     ready: tokio::sync::Notify,
     budget: usize,
+    /// The connection wants to know when its frames were handled (HTTP polling).
+    receipts: bool,
+    /// For metrics: the connection's transport.
+    kind: &'static str,
 }
 
 #[derive(Default)]
@@ -209,15 +214,26 @@ struct OutboxState {
     closed: bool,
     /// Closed for going over the budget: nothing more is written.
     overflowed: bool,
+    /// Frames of this connection the core has handled, and the count last reported to it.
+    handled: u64,
+    reported: u64,
 }
 
 impl Outbox {
-    fn new(budget: usize) -> Outbox {
+    fn new(budget: usize, receipts: bool, kind: &'static str) -> Outbox {
         Outbox {
             state: Default::default(),
             ready: Default::default(),
             budget,
+            receipts,
+            kind,
         }
+    }
+
+    /// The core handled one more frame of this connection (and queued what it caused).
+    fn mark_handled(&self) {
+        self.lock().handled += 1;
+        self.ready.notify_one();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
@@ -270,17 +286,20 @@ impl Outbox {
         self.lock().overflowed
     }
 
-    /// Waits for frames (or the close); returns `None` once closed and drained.
-    async fn next(&self) -> Option<Vec<Arc<str>>> {
+    /// Waits for frames or a new count of frames handled (or the close); returns `None` once
+    /// closed and drained.
+    async fn next(&self) -> Option<(Vec<Arc<str>>, Option<u64>)> {
         loop {
             {
                 let mut state = self.lock();
                 if state.overflowed {
                     return None;
                 }
-                if !state.frames.is_empty() {
+                let receipt = (state.handled != state.reported).then_some(state.handled);
+                if !state.frames.is_empty() || receipt.is_some() {
                     state.bytes = 0;
-                    return Some(std::mem::take(&mut state.frames));
+                    state.reported = state.handled;
+                    return Some((std::mem::take(&mut state.frames), receipt));
                 }
                 if state.closed {
                     return None;
@@ -330,6 +349,9 @@ async fn run<S: MailboxStore>(
     }
 
     let mut conns: HashMap<ConnId, Arc<Outbox>> = HashMap::new();
+    let metrics = options.metrics.clone();
+    let mut receipts: Vec<ConnId> = Vec::new();
+    let mut counted = relay.counters();
     let mut next_id: ConnId = 1;
     let mut prune = clock.sleep_until(clock.now() + options.prune_interval);
     let mut batch = Batch::default();
@@ -348,7 +370,13 @@ async fn run<S: MailboxStore>(
                             let id = next_id;
                             next_id += 1;
                             let addr: Option<SocketAddr> = conn.peer().addr;
-                            let outbox = Arc::new(Outbox::new(options.outbox_budget));
+                            let kind = conn.kind();
+                            let outbox = Arc::new(Outbox::new(
+                                options.outbox_budget,
+                                conn.wants_receipts(),
+                                kind,
+                            ));
+                            count_open(&metrics, kind, true);
                             conns.insert(id, outbox.clone());
                             tokio::spawn(serve_connection(
                                 id,
@@ -364,9 +392,13 @@ async fn run<S: MailboxStore>(
                         ConnEvent::Frame(id, text, permit) => {
                             relay.received(id, &text, clock.unix_time());
                             drop(permit);
+                            Metrics::inc(&metrics.frames_received_total);
+                            receipts.push(id);
                         }
                         ConnEvent::Gone(id) => {
-                            conns.remove(&id);
+                            if let Some(outbox) = conns.remove(&id) {
+                                count_open(&metrics, outbox.kind, false);
+                            }
                             relay.disconnected_at(id, clock.unix_time());
                             tracing::debug!(conn = id, "connection closed");
                         }
@@ -391,12 +423,43 @@ async fn run<S: MailboxStore>(
         }
         batch.collect(&mut relay, &conns);
         batch.flush(&conns);
+        // Connections that want to know (HTTP polling) learn which of their frames were
+        // handled, after the replies those frames caused were queued.
+        for id in receipts.drain(..) {
+            if let Some(outbox) = conns.get(&id).filter(|o| o.receipts) {
+                outbox.mark_handled();
+            }
+        }
+        let now = relay.counters();
+        if now != counted {
+            let add = |c: &std::sync::atomic::AtomicU64, by: u64| {
+                c.fetch_add(by, std::sync::atomic::Ordering::Relaxed);
+            };
+            add(&metrics.errors_total, now.errors_sent - counted.errors_sent);
+            add(&metrics.exchanges_total, now.exchanges - counted.exchanges);
+            counted = now;
+        }
     }
     for task in accept_tasks {
         task.abort();
     }
     for outbox in conns.values() {
         outbox.close();
+    }
+}
+
+/// Counts a connection of transport `kind` opening or closing.
+fn count_open(m: &Metrics, kind: &str, open: bool) {
+    let (gauge, total) = match kind {
+        "websocket" => (&m.websocket_open, &m.websocket_total),
+        "http" => (&m.http_sessions_open, &m.http_sessions_total),
+        _ => return,
+    };
+    if open {
+        Metrics::inc(gauge);
+        Metrics::inc(total);
+    } else {
+        Metrics::dec(gauge);
     }
 }
 
@@ -476,19 +539,24 @@ async fn serve_connection(
                 }
             },
             out = outbox.next() => match out {
-                Some(frames) => {
-                    let deadline = clock.sleep_until(clock.now().saturating_add(send_timeout));
-                    let sent = tokio::select! {
-                        biased;
-                        sent = conn.send_shared(frames) => sent.is_ok(),
-                        () = outbox.overflowed() => false,
-                        () = deadline => {
-                            tracing::debug!(conn = id, "connection dropped: a write timed out");
-                            false
+                Some((frames, receipt)) => {
+                    if !frames.is_empty() {
+                        let deadline = clock.sleep_until(clock.now().saturating_add(send_timeout));
+                        let sent = tokio::select! {
+                            biased;
+                            sent = conn.send_shared(frames) => sent.is_ok(),
+                            () = outbox.overflowed() => false,
+                            () = deadline => {
+                                tracing::debug!(conn = id, "connection dropped: a write timed out");
+                                false
+                            }
+                        };
+                        if !sent {
+                            break;
                         }
-                    };
-                    if !sent {
-                        break;
+                    }
+                    if let Some(count) = receipt {
+                        conn.handled(count);
                     }
                 }
                 None => break,

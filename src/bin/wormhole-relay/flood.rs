@@ -525,7 +525,11 @@ async fn oversized(ctx: Ctx) {
                 };
                 while ctx.running() && n < 500 {
                     n += 1;
-                    let size = if n % 5 == 0 { 5 << 20 } else { 2 << 20 };
+                    let size = if n.is_multiple_of(5) {
+                        5 << 20
+                    } else {
+                        2 << 20
+                    };
                     let frame = json!({"type": "ping", "ping": 1, "pad": "x".repeat(size)});
                     if send(&ctx, &mut c, frame).await.is_err() {
                         ctx.note("connection failed while sending");

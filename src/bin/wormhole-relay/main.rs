@@ -19,12 +19,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use rand::RngCore;
 use wormhole::clock::TokioClock;
+use wormhole::relay::metrics::Metrics;
 use wormhole::relay::server::{spawn, ServerOptions};
 use wormhole::relay::sqlite::Synchronous;
 use wormhole::relay::{Limits, MemoryStore, Rate, RelayConfig, SqliteStore};
+use wormhole::transports::http::{serve_metrics, HttpPolling, HttpServerOptions};
 use wormhole::transports::websocket::{
-    raise_nofile_limit, DefaultHttpHandler, ServerTls, WebSocketListener, WebSocketOptions,
+    raise_nofile_limit, ServerTls, WebSocketListener, WebSocketOptions,
 };
 use wormhole::transports::Listener;
 
@@ -46,7 +49,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the relay (the default when no subcommand is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load-test a relay at the mailbox level and print exchanges per second and latency.
     Bench(bench::BenchArgs),
 }
@@ -92,6 +95,18 @@ struct ServeArgs {
     /// Seconds between prunes of idle mailboxes and abandoned nameplates.
     #[arg(long, default_value_t = 60)]
     prune_interval: u64,
+    /// Delete a mailbox nobody touched for this long (no message, no open, no listener).
+    /// A number with s, m, h or d (e.g. 11m, 3d); at most 30d.
+    #[arg(long, value_name = "DURATION", default_value = "11m", value_parser = parse_retention)]
+    mailbox_retention: Duration,
+    /// An HTTP-polling session no request touched for this long expires (and counts as a
+    /// dropped connection). The default covers a client polling hourly; at most 1d.
+    #[arg(long, value_name = "DURATION", default_value = "65m", value_parser = parse_session_idle)]
+    http_session_idle: Duration,
+    /// Where to serve the Prometheus metrics: `same` (GET /metrics on --listen), `off`, or
+    /// an address of their own (e.g. 127.0.0.1:9400, plain HTTP).
+    #[arg(long, value_name = "same|off|ADDR", default_value = "same", value_parser = parse_metrics)]
+    metrics: MetricsAt,
     /// Seconds one write to a client may take; a client that stops reading for longer is
     /// dropped (its side's state is kept, as for any dropped connection).
     #[arg(long, default_value_t = 30)]
@@ -196,6 +211,64 @@ impl LimitArgs {
     }
 }
 
+/// Where `/metrics` is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MetricsAt {
+    Off,
+    Same,
+    Addr(SocketAddr),
+}
+
+fn parse_metrics(s: &str) -> Result<MetricsAt, String> {
+    match s {
+        "off" => Ok(MetricsAt::Off),
+        "same" => Ok(MetricsAt::Same),
+        addr => addr.parse().map(MetricsAt::Addr).map_err(|_| {
+            format!("expected same, off or an address like 127.0.0.1:9400, not {addr:?}")
+        }),
+    }
+}
+
+/// The longest `--mailbox-retention`: a month.
+const MAX_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The longest `--http-session-idle`: a day.
+const MAX_SESSION_IDLE: Duration = Duration::from_secs(24 * 3600);
+
+/// `90`, `90s`, `11m`, `2h`, `3d`.
+fn parse_duration(s: &str, max: Duration, max_text: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("expected a number with s, m, h or d (e.g. 11m), not {s:?}"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        other => return Err(format!("unknown unit {other:?}: use s, m, h or d")),
+    };
+    let d = Duration::from_secs(n.saturating_mul(unit));
+    if d.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    if d > max {
+        return Err(format!("at most {max_text}"));
+    }
+    Ok(d)
+}
+
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    parse_duration(s, MAX_RETENTION, "30d")
+}
+
+fn parse_session_idle(s: &str) -> Result<Duration, String> {
+    parse_duration(s, MAX_SESSION_IDLE, "1d")
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -219,7 +292,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Some(Command::Bench(args)) => runtime.block_on(bench::run(args)),
-        Some(Command::Serve(args)) => runtime.block_on(serve(args)),
+        Some(Command::Serve(args)) => runtime.block_on(serve(*args)),
         None => runtime.block_on(serve(cli.serve)),
     };
     match result {
@@ -254,15 +327,42 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ws_options = WebSocketOptions::relay()
         .with_max_frame_bytes(args.max_frame_bytes)
         .with_trust_proxy_headers(args.behind_proxy);
+    let metrics = Arc::new(Metrics::default());
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    let (polling, sessions) = HttpPolling::new(HttpServerOptions {
+        session_idle: args.http_session_idle,
+        max_body_bytes: ws_options.hard_frame_limit(),
+        queue_budget: args.outbox_budget_bytes.max(args.max_frame_bytes),
+        trust_proxy_headers: args.behind_proxy,
+        metrics: Some(metrics.clone()),
+        serve_metrics: args.metrics == MetricsAt::Same,
+        ..HttpServerOptions::new(seed)
+    });
     let listener = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = ServerTls::from_pem_files(cert, key).map_err(|e| error_chain(&e))?;
-            WebSocketListener::bind_with(args.listen, ws_options, Arc::new(DefaultHttpHandler), tls)
+            WebSocketListener::bind_with(args.listen, ws_options, polling, tls)
         }
-        _ => WebSocketListener::bind(args.listen, ws_options),
+        _ => WebSocketListener::bind_with_handler(args.listen, ws_options, polling),
     }
     .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let url = listener.url();
+    let http_url = url.replacen("ws", "http", 1);
+    let sessions = sessions.with_url(http_url.clone());
+    let metrics_task = match args.metrics {
+        MetricsAt::Addr(addr) => {
+            let acceptor = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} for --metrics: {e}"))?;
+            println!(
+                "wormhole-relay metrics on http://{}/metrics",
+                acceptor.local_addr()?
+            );
+            Some(tokio::spawn(serve_metrics(acceptor, metrics.clone())))
+        }
+        _ => None,
+    };
     let config = RelayConfig {
         motd: args.motd,
         signal_error: args.signal_error,
@@ -270,7 +370,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         allow_list: !args.disallow_list,
         max_frame_bytes: args.max_frame_bytes,
         limits: args.limits.limits(),
-        ..RelayConfig::default()
+        channel_expiration_secs: args.mailbox_retention.as_secs_f64(),
     };
     let options = ServerOptions {
         config,
@@ -279,9 +379,9 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         send_timeout: Duration::from_secs(args.send_timeout.max(1)),
         outbox_budget: args.outbox_budget_bytes.max(args.max_frame_bytes),
         queue_bytes: args.queue_bytes.max(args.max_frame_bytes),
-        ..ServerOptions::default()
+        metrics,
     };
-    let listeners: Vec<Box<dyn Listener>> = vec![Box::new(listener)];
+    let listeners: Vec<Box<dyn Listener>> = vec![Box::new(listener), Box::new(sessions)];
     let clock = Arc::new(TokioClock::new());
     let relay = match &args.db {
         Some(path) => {
@@ -298,9 +398,13 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("wormhole-relay listening on {url}");
-    tracing::info!(%url, "relay started");
+    println!("wormhole-relay HTTP polling on {http_url}");
+    tracing::info!(%url, %http_url, "relay started");
     shutdown_signal().await;
     tracing::info!("shutting down");
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     relay.shutdown().await;
     Ok(())
 }

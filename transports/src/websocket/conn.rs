@@ -292,6 +292,10 @@ impl Connection for WebSocketConnection {
         timeout(CLOSE_TIMEOUT, closing).await.unwrap_or(Ok(()))
     }
 
+    fn kind(&self) -> &'static str {
+        "websocket"
+    }
+
     fn peer(&self) -> PeerInfo {
         self.peer.clone()
     }

@@ -71,7 +71,7 @@ fn run(net: &mut Net, mut hook: impl FnMut(&mut Net, usize) -> bool) {
                         let now = net.now;
                         net.clients[c]
                             .session
-                            .handle(now, Input::Frame(frame))
+                            .handle(now, Input::Frame(frame.to_string()))
                             .unwrap();
                     }
                 }
