@@ -542,7 +542,7 @@ impl Session {
         // `connection_lost`), not merely because it opened.
         self.up_since = Some(self.now);
         self.sent = Sent::default();
-        self.next_poll = pull.then(|| self.config.schedule.next_poll(self.now));
+        self.next_poll = pull.then(|| self.next_poll_after(self.now));
         self.transmit(ClientMessage::Bind {
             appid: self.config.appid.clone(),
             side: self.side.clone(),
@@ -565,7 +565,12 @@ impl Session {
         if up_for.is_some_and(|d| d >= STABLE_CONNECTION) {
             self.attempts = 0;
         }
-        let nominal = reconnect_delay(&self.config.schedule, self.now, self.attempts);
+        #[cfg(feature = "fault-injection")]
+        if self.config.faults.forget_unechoed {
+            // Deliberate fault: what the relay has not echoed is never sent again.
+            self.unechoed.clear();
+        }
+        let nominal = reconnect_delay(&self.config.schedule, self.schedule_time(), self.attempts);
         let delay = jitter(nominal, &mut self.rng);
         self.attempts = self.attempts.saturating_add(1);
         self.link = Link::Down {
@@ -579,6 +584,30 @@ impl Session {
         );
     }
 
+    /// The time at which the schedule is read: now (or, with the deliberate fault
+    /// `schedule_off_by_one`, the start of the next step, so the next step's interval is used
+    /// one step early).
+    fn schedule_time(&self) -> Duration {
+        #[cfg(feature = "fault-injection")]
+        if self.config.faults.schedule_off_by_one {
+            if let Some(&(when, _)) = self
+                .config
+                .schedule
+                .steps()
+                .iter()
+                .find(|(when, _)| *when > self.now)
+            {
+                return when;
+            }
+        }
+        self.now
+    }
+
+    /// When the poll after one at `at` is due: `at` plus the schedule's interval.
+    fn next_poll_after(&self, at: Duration) -> Duration {
+        at.saturating_add(self.config.schedule.interval_at(self.schedule_time()))
+    }
+
     fn check_timers(&mut self) {
         if let Link::Down { retry_at } = self.link {
             if self.now >= retry_at {
@@ -589,7 +618,7 @@ impl Session {
         if let (Link::Up { pull: true }, Some(at)) = (self.link, self.next_poll) {
             if self.now >= at {
                 self.outputs.push_back(Output::Poll);
-                self.next_poll = Some(self.config.schedule.next_poll(self.now));
+                self.next_poll = Some(self.next_poll_after(self.now));
             }
         }
         match &self.ending {
@@ -604,10 +633,35 @@ impl Session {
                 }
             }
             Some(e) => {
-                if self.now >= e.deadline {
-                    tracing::debug!("close handshake did not finish in time; ending anyway");
-                    self.finish();
+                if self.now < e.deadline {
+                    return;
                 }
+                // A successful close whose messages the relay has not stored yet keeps
+                // trying until the hard timeout: ending at the close grace would report
+                // success for messages the other side never gets.
+                if e.outcome.is_ok() && !self.unechoed.is_empty() {
+                    match self.timeout_at {
+                        Some(t) if self.now >= t => {
+                            tracing::info!(
+                                pending = self.unechoed.len(),
+                                "timed out before the relay stored our last messages"
+                            );
+                            if let Some(e) = &mut self.ending {
+                                e.mood = Mood::Lonely;
+                                e.outcome = Err(Error::Timeout);
+                            }
+                            self.finish();
+                        }
+                        later => {
+                            if let Some(e) = &mut self.ending {
+                                e.deadline = later.unwrap_or(Duration::MAX);
+                            }
+                        }
+                    }
+                    return;
+                }
+                tracing::debug!("close handshake did not finish in time; ending anyway");
+                self.finish();
             }
         }
     }

@@ -276,8 +276,18 @@ async fn run<S: MailboxStore>(
     let mut prune = clock.sleep_until(clock.now() + options.prune_interval);
     let mut batch: Vec<(ConnId, Vec<String>)> = Vec::new();
     loop {
+        // Biased, so the same inputs give the same order (the simulator relies on it): the stop
+        // first, then the prune timer (a busy relay cannot starve it), then connection events.
         tokio::select! {
+            biased;
             _ = &mut stop => break,
+            () = &mut prune => {
+                let pruned = relay.prune(clock.unix_time());
+                if pruned > 0 {
+                    tracing::info!(pruned, "pruned idle mailboxes");
+                }
+                prune = clock.sleep_until(clock.now() + options.prune_interval);
+            }
             event = events_rx.recv() => {
                 let Some(event) = event else { break };
                 match event {
@@ -305,13 +315,6 @@ async fn run<S: MailboxStore>(
                         tracing::debug!(conn = id, "connection closed");
                     }
                 }
-            }
-            () = &mut prune => {
-                let pruned = relay.prune(clock.unix_time());
-                if pruned > 0 {
-                    tracing::info!(pruned, "pruned idle mailboxes");
-                }
-                prune = clock.sleep_until(clock.now() + options.prune_interval);
             }
         }
         // Group each input's replies per connection (usually an `ack` and an answer, or an
@@ -359,19 +362,9 @@ async fn serve_connection(
     send_timeout: Duration,
 ) {
     loop {
+        // Biased for determinism; a pending write goes first.
         tokio::select! {
-            frame = conn.recv() => match frame {
-                Ok(Some(text)) => {
-                    if events.send(ConnEvent::Frame(id, text)).is_err() {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!(conn = id, error = %e, "connection failed");
-                    break;
-                }
-            },
+            biased;
             out = outbox.next() => match out {
                 Some(frames) => {
                     let deadline = clock.sleep_until(clock.now().saturating_add(send_timeout));
@@ -389,6 +382,18 @@ async fn serve_connection(
                     }
                 }
                 None => break,
+            },
+            frame = conn.recv() => match frame {
+                Ok(Some(text)) => {
+                    if events.send(ConnEvent::Frame(id, text)).is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(conn = id, error = %e, "connection failed");
+                    break;
+                }
             },
         }
     }
