@@ -121,7 +121,7 @@ fn main() -> ExitCode {
         };
     }
     let progress = |done: usize, total: usize, failed: usize| {
-        if done % 50 == 0 || done == total {
+        if done.is_multiple_of(50) || done == total {
             eprint!("\r{done}/{total} runs, {failed} failed");
             let _ = std::io::stderr().flush();
         }

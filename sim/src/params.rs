@@ -301,15 +301,17 @@ impl Params {
                 }
             }
             Scenario::LatePeerDays => {
-                p.tick = SECS(5);
+                // A coarse tick (a connection attempt takes ~4 ticks and must fit the
+                // driver's 15 s connect timeout) keeps days of idle time cheap.
+                p.tick = SECS(2);
                 p.latency = (MS(1), MS(1));
-                p.limit = SECS(5 * 86_400);
+                p.limit = SECS(4 * 86_400);
                 p.preset = SchedulePreset::LongLived;
                 p.timeout = SchedulePreset::LongLived.timeout();
                 p.expiry_secs = 7.0 * 86_400.0;
                 p.gap = Duration::ZERO;
                 let day = 86_400_000;
-                p.bob_delay = ms_between(&mut rng, day, 3 * day);
+                p.bob_delay = ms_between(&mut rng, day, 2 * day);
                 // alice goes offline right after sharing the code, until some time around
                 // bob's arrival.
                 let back = p.bob_delay.as_millis() as u64 + rng.gen_range(0..=day / 2);

@@ -15,7 +15,12 @@ fn summary(frame: &str) -> String {
     let s = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("");
     let t = s("type");
     match t {
-        "add" => format!("add {} ({} hex)", s("phase"), s("body").len()),
+        "add" => format!(
+            "add {} ({} hex, #{:08x})",
+            s("phase"),
+            s("body").len(),
+            digest(s("body"))
+        ),
         "message" => format!("message {} from {}", s("phase"), s("side")),
         "claim" | "release" | "allocated" => format!("{t} {}", s("nameplate")),
         "close" => format!("close {}", s("mood")),
@@ -23,6 +28,14 @@ fn summary(frame: &str) -> String {
         "error" => format!("error {:?}", s("error")),
         _ => t.to_string(),
     }
+}
+
+/// A short digest of a frame's body (FNV-1a), so the trace pins contents too.
+fn digest(text: &str) -> u32 {
+    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (h ^ (h >> 32)) as u32
 }
 
 /// The trace: parameters, then every event with its time, then each outcome.

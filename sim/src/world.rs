@@ -139,15 +139,6 @@ impl ClientSpec {
         self.log.push(self.who, What::Note(text));
     }
 
-    async fn wait_code(&self) -> Code {
-        loop {
-            if let Some(code) = self.shared.borrow().code.clone() {
-                return code;
-            }
-            tokio::time::sleep(self.params.tick).await;
-        }
-    }
-
     /// Sends `mine` (a pause before each), receives `expect` messages, closes.
     async fn exchange(
         &self,
@@ -218,16 +209,11 @@ impl ClientSpec {
         self.finish(started, received, result).await;
     }
 
-    async fn joiner(
-        self,
-        delay: Duration,
-        wrong: bool,
-        timeout: Duration,
-        mine: Vec<Vec<u8>>,
-        expect: usize,
-    ) {
-        let code = self.wait_code().await;
-        tokio::time::sleep(delay).await;
+    async fn joiner(self, wrong: bool, timeout: Duration, mine: Vec<Vec<u8>>, expect: usize) {
+        // Started by the simulation once alice's code is known and its delay has passed.
+        let Some(code) = self.shared.borrow().code.clone() else {
+            return;
+        };
         let started = SimClock::elapsed();
         let code = if wrong { wrong_code(&code) } else { code };
         let mut w = self.wormhole(timeout);
@@ -328,31 +314,36 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
             Ok(())
         });
     }
+    // The others join once the code is known and their delay has passed: they are added to
+    // the simulation only then, so days of waiting cost them nothing.
+    let mut joiners: Vec<Joiner> = Vec::new();
     if with_bob {
         let c = spec("bob");
         let (mine, expect) = (bob_msgs.clone(), alice_msgs.len());
-        let (delay, wrong, timeout) = (params.bob_delay, params.wrong_code, params.timeout);
-        sim.client("bob", async move {
-            c.joiner(delay, wrong, timeout, mine, expect).await;
-            Ok(())
+        let (wrong, timeout) = (params.wrong_code, params.timeout);
+        joiners.push(Joiner {
+            who: "bob",
+            delay: params.bob_delay,
+            software: Box::pin(async move {
+                c.joiner(wrong, timeout, mine, expect).await;
+                Ok(())
+            }),
         });
     }
     if let Some(delay) = params.mallory {
         let c = spec("mallory");
-        sim.client("mallory", async move {
-            c.joiner(
-                delay,
-                true,
-                Duration::from_secs(60),
-                messages("mallory", 1),
-                1,
-            )
-            .await;
-            Ok(())
+        joiners.push(Joiner {
+            who: "mallory",
+            delay,
+            software: Box::pin(async move {
+                c.joiner(true, Duration::from_secs(60), messages("mallory", 1), 1)
+                    .await;
+                Ok(())
+            }),
         });
     }
 
-    let sim_error = drive(&mut sim, params, &log);
+    let sim_error = drive(&mut sim, params, &log, &shared, joiners);
     let elapsed = sim.elapsed();
     drop(sim);
     let outcomes = std::mem::take(&mut shared.borrow_mut().outcomes);
@@ -367,6 +358,13 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
     }
 }
 
+/// A client that joins once alice's code is known, after its delay.
+struct Joiner {
+    who: &'static str,
+    delay: Duration,
+    software: std::pin::Pin<Box<dyn std::future::Future<Output = turmoil::Result>>>,
+}
+
 /// A fault action due at a time.
 enum Action {
     Cut(NetFault),
@@ -374,7 +372,13 @@ enum Action {
 }
 
 /// Steps the simulation to its end, applying the faults when due.
-fn drive(sim: &mut turmoil::Sim<'_>, params: &Params, log: &Log) -> Option<String> {
+fn drive(
+    sim: &mut turmoil::Sim<'_>,
+    params: &Params,
+    log: &Log,
+    shared: &Rc<RefCell<Shared>>,
+    mut joiners: Vec<Joiner>,
+) -> Option<String> {
     // Each fault waits for its anchor: the first connection of the clients it concerns.
     let mut pending: Vec<(Option<Duration>, Action)> = params
         .faults
@@ -383,6 +387,15 @@ fn drive(sim: &mut turmoil::Sim<'_>, params: &Params, log: &Log) -> Option<Strin
         .collect();
     loop {
         let now = sim.elapsed();
+        let code_at = shared.borrow().code_at;
+        if let Some(code_at) = code_at {
+            let (due, later): (Vec<Joiner>, Vec<Joiner>) =
+                joiners.into_iter().partition(|j| code_at + j.delay <= now);
+            joiners = later;
+            for j in due {
+                sim.client(j.who, j.software);
+            }
+        }
         let mut i = 0;
         while i < pending.len() {
             let due = match &pending[i] {
@@ -409,7 +422,9 @@ fn drive(sim: &mut turmoil::Sim<'_>, params: &Params, log: &Log) -> Option<Strin
             }
         }
         match sim.step() {
-            Ok(true) => return None,
+            // Done once every client is, including those still due to join.
+            Ok(true) if joiners.is_empty() || shared.borrow().code_at.is_none() => return None,
+            Ok(true) => {}
             Ok(false) => {}
             Err(e) => return Some(e.to_string()),
         }
