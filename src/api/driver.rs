@@ -239,6 +239,7 @@ impl Driver {
             .sleep_until(self.clock.now().saturating_add(CONNECT_TIMEOUT));
         Box::pin(async move {
             tokio::select! {
+                biased;
                 result = transport.connect(&url) => result,
                 () = timeout => Err(TransportError::Unreachable {
                     url,

@@ -356,8 +356,18 @@ async fn run<S: MailboxStore>(
     let mut prune = clock.sleep_until(clock.now() + options.prune_interval);
     let mut batch = Batch::default();
     loop {
+        // Biased, so the same inputs give the same order (the simulator relies on it): the stop
+        // first, then the prune timer (a busy relay cannot starve it), then connection events.
         tokio::select! {
+            biased;
             _ = &mut stop => break,
+            () = &mut prune => {
+                let pruned = relay.prune(clock.unix_time());
+                if pruned > 0 {
+                    tracing::info!(pruned, "pruned idle mailboxes");
+                }
+                prune = clock.sleep_until(clock.now() + options.prune_interval);
+            }
             event = events_rx.recv() => {
                 let Some(mut event) = event else { break };
                 // Everything that has arrived (up to a turn's worth) is one batch: the store
@@ -412,13 +422,6 @@ async fn run<S: MailboxStore>(
                     }
                 }
                 relay.end_batch();
-            }
-            () = &mut prune => {
-                let pruned = relay.prune(clock.unix_time());
-                if pruned > 0 {
-                    tracing::info!(pruned, "pruned idle mailboxes");
-                }
-                prune = clock.sleep_until(clock.now() + options.prune_interval);
             }
         }
         batch.collect(&mut relay, &conns);
@@ -523,21 +526,9 @@ async fn serve_connection(
     send_timeout: Duration,
 ) {
     loop {
+        // Biased for determinism; a pending write goes first.
         tokio::select! {
-            frame = conn.recv() => match frame {
-                Ok(Some(text)) => {
-                    // Waits while the queue into the core is full: this connection's socket
-                    // is not read meanwhile, so its client is slowed down, not the core.
-                    if !queue.frame(id, text).await {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!(conn = id, error = %e, "connection failed");
-                    break;
-                }
-            },
+            biased;
             out = outbox.next() => match out {
                 Some((frames, receipt)) => {
                     if !frames.is_empty() {
@@ -560,6 +551,20 @@ async fn serve_connection(
                     }
                 }
                 None => break,
+            },
+            frame = conn.recv() => match frame {
+                Ok(Some(text)) => {
+                    // Waits while the queue into the core is full: this connection's socket
+                    // is not read meanwhile, so its client is slowed down, not the core.
+                    if !queue.frame(id, text).await {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(conn = id, error = %e, "connection failed");
+                    break;
+                }
             },
         }
     }

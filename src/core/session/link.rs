@@ -1,6 +1,8 @@
 //! The connection machine: coming up and going down, timers, and the frames each state of
 //! the other machines calls for on the current connection.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use super::state::{Claim, Ending, Link, MailboxState, NameplateState, ReplayCheck, Sent};
@@ -21,7 +23,9 @@ impl Session {
         c.up_since = Some(self.now);
         c.sent = Sent::default();
         c.serial = c.serial.saturating_add(1);
-        c.next_poll = pull.then(|| self.config.schedule.next_poll(self.now));
+        let next_poll = self.next_poll_after(self.now);
+        let c = &mut self.connection;
+        c.next_poll = pull.then_some(next_poll);
         self.mailbox.replay_check = None;
         self.transmit(ClientMessage::Bind {
             appid: self.config.appid.clone(),
@@ -46,7 +50,14 @@ impl Session {
         if up_for.is_some_and(|d| d >= STABLE_CONNECTION) {
             c.attempts = 0;
         }
-        let nominal = reconnect_delay(&self.config.schedule, self.now, c.attempts);
+        #[cfg(feature = "fault-injection")]
+        if self.config.faults.forget_unechoed {
+            // Deliberate fault: what the relay has not echoed is never sent again.
+            self.mailbox.unechoed.clear();
+        }
+        let schedule_time = self.schedule_time();
+        let c = &mut self.connection;
+        let nominal = reconnect_delay(&self.config.schedule, schedule_time, c.attempts);
         let delay = jitter(nominal, &mut self.rng);
         c.attempts = c.attempts.saturating_add(1);
         c.link = Link::Down {
@@ -73,7 +84,7 @@ impl Session {
         {
             if self.now >= at {
                 self.outputs.push_back(Output::Poll);
-                self.connection.next_poll = Some(self.config.schedule.next_poll(self.now));
+                self.connection.next_poll = Some(self.next_poll_after(self.now));
             }
         }
         match &self.ending.state {
@@ -88,13 +99,65 @@ impl Session {
                     }
                 }
             }
-            Ending::Closing { deadline, .. } => {
-                if self.now >= *deadline {
-                    tracing::debug!("close handshake did not finish in time; ending anyway");
-                    self.finish();
+            Ending::Closing {
+                deadline, outcome, ..
+            } => {
+                if self.now < *deadline {
+                    return;
                 }
+                // A successful close whose messages the relay has not stored yet keeps
+                // trying until the hard timeout: ending at the close grace would report
+                // success for messages the other side never gets.
+                if outcome.is_ok() && !self.mailbox.unechoed.is_empty() {
+                    let timeout_at = self.ending.timeout_at;
+                    match timeout_at {
+                        Some(t) if self.now >= t => {
+                            tracing::info!(
+                                pending = self.mailbox.unechoed.len(),
+                                "timed out before the relay stored our last messages"
+                            );
+                            if let Ending::Closing { mood, outcome, .. } = &mut self.ending.state {
+                                *mood = Mood::Lonely;
+                                *outcome = Err(Error::Timeout);
+                            }
+                            self.finish();
+                        }
+                        later => {
+                            if let Ending::Closing { deadline, .. } = &mut self.ending.state {
+                                *deadline = later.unwrap_or(Duration::MAX);
+                            }
+                        }
+                    }
+                    return;
+                }
+                tracing::debug!("close handshake did not finish in time; ending anyway");
+                self.finish();
             }
         }
+    }
+
+    /// The time at which the schedule is read: now (or, with the deliberate fault
+    /// `schedule_off_by_one`, the start of the next step, so the next step's interval is used
+    /// one step early).
+    fn schedule_time(&self) -> Duration {
+        #[cfg(feature = "fault-injection")]
+        if self.config.faults.schedule_off_by_one {
+            if let Some(&(when, _)) = self
+                .config
+                .schedule
+                .steps()
+                .iter()
+                .find(|(when, _)| *when > self.now)
+            {
+                return when;
+            }
+        }
+        self.now
+    }
+
+    /// When the poll after one at `at` is due: `at` plus the schedule's interval.
+    fn next_poll_after(&self, at: Duration) -> Duration {
+        at.saturating_add(self.config.schedule.interval_at(self.schedule_time()))
     }
 
     pub(super) fn link_up(&self) -> bool {

@@ -8,7 +8,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
@@ -17,6 +16,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes
 use tokio_tungstenite::WebSocketStream;
 
 use super::{parse_ws_url, WebSocketOptions};
+use crate::net::Dialer;
 use crate::{Connection, PeerInfo, TransportError};
 
 pub use crate::net::{AsyncStream, BoxedStream};
@@ -318,10 +318,12 @@ fn unreachable(url: &str, reason: impl Into<String>) -> TransportError {
     }
 }
 
-/// Opens a client connection: TCP (+ TLS for `wss://`) and the WebSocket handshake.
+/// Opens a client connection: a stream from `dialer` (+ TLS for `wss://`) and the WebSocket
+/// handshake.
 pub(crate) async fn connect(
     url: &str,
     options: &WebSocketOptions,
+    dialer: &dyn Dialer,
     #[cfg(feature = "tls")] tls: &super::ClientTls,
 ) -> Result<WebSocketConnection, TransportError> {
     let parsed = parse_ws_url(url)?;
@@ -339,18 +341,12 @@ pub(crate) async fn connect(
             reason: e.to_string(),
         })?;
     let deadline = Instant::now() + options.handshake_timeout;
-    let tcp = match timeout_at(
-        deadline,
-        TcpStream::connect((parsed.host.as_str(), parsed.port)),
-    )
-    .await
-    {
+    // The dialer sets TCP_NODELAY where it applies (frames are small and latency-bound).
+    let tcp = match timeout_at(deadline, dialer.dial(parsed.host.as_str(), parsed.port)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => return Err(unreachable(url, e.to_string())),
         Err(_) => return Err(unreachable(url, "timed out connecting")),
     };
-    // Frames are small and latency-bound: no Nagle.
-    let _ = tcp.set_nodelay(true);
     let stream: BoxedStream = if parsed.secure {
         #[cfg(feature = "tls")]
         {
@@ -362,10 +358,10 @@ pub(crate) async fn connect(
         }
         #[cfg(not(feature = "tls"))]
         {
-            Box::new(tcp)
+            tcp
         }
     } else {
-        Box::new(tcp)
+        tcp
     };
     client_handshake(stream, url, options, deadline).await
 }

@@ -53,8 +53,11 @@ pub use self::server::{
 pub use self::tls::{ClientTls, ServerTls, TlsError};
 pub use self::url::{parse_ws_url, WsUrl};
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
+use crate::net::{Dialer, TcpDialer};
 #[allow(unused_imports)] // for intra-doc links
 use crate::Listener;
 use crate::{Connection, Transport, TransportError};
@@ -196,12 +199,20 @@ impl WebSocketOptions {
 /// Opens WebSocket connections to `ws://` (and, with the `tls` feature, `wss://`) relay URLs.
 ///
 /// `wss://` trusts Mozilla's root certificates, plus any extra CA given with
-/// [`with_tls`](WebSocketTransport::with_tls).
-#[derive(Debug, Clone, Default)]
+/// [`with_tls`](WebSocketTransport::with_tls). Streams come from a [`Dialer`]: real TCP
+/// ([`TcpDialer`]) unless another is given with [`with_dialer`](WebSocketTransport::with_dialer).
+#[derive(Debug, Clone)]
 pub struct WebSocketTransport {
     options: WebSocketOptions,
+    dialer: Arc<dyn Dialer>,
     #[cfg(feature = "tls")]
     tls: ClientTls,
+}
+
+impl Default for WebSocketTransport {
+    fn default() -> Self {
+        WebSocketTransport::new(WebSocketOptions::default())
+    }
 }
 
 impl WebSocketTransport {
@@ -209,9 +220,18 @@ impl WebSocketTransport {
     pub fn new(options: WebSocketOptions) -> Self {
         WebSocketTransport {
             options,
+            dialer: Arc::new(TcpDialer),
             #[cfg(feature = "tls")]
             tls: ClientTls::default(),
         }
+    }
+
+    /// Opens streams with `dialer` instead of real TCP (e.g. a simulator's network, or a
+    /// proxy). The connect, TLS and WebSocket handshakes keep their deadline
+    /// ([`WebSocketOptions::handshake_timeout`]).
+    pub fn with_dialer(mut self, dialer: Arc<dyn Dialer>) -> Self {
+        self.dialer = dialer;
+        self
     }
 
     /// Uses this TLS client configuration for `wss://` (e.g. one that trusts a private CA:
@@ -238,6 +258,7 @@ impl WebSocketTransport {
         conn::connect(
             url,
             &self.options,
+            &*self.dialer,
             #[cfg(feature = "tls")]
             &self.tls,
         )

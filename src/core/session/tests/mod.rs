@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::*;
-use crate::core::Schedule;
+use crate::core::{Schedule, DEFAULT_TIMEOUT};
 use crate::relay::{ConnId, MemoryStore, Relay, RelayConfig, RelayOutput};
 
 const APPID: &str = "example.com/test";
@@ -482,6 +482,55 @@ fn frames_from_a_broken_relay_do_not_panic() {
         outs.push_back(o);
     }
     assert!(!outs.is_empty());
+}
+
+/// Found by the simulator (relay-crash): a happy close while the relay was down ended at the
+/// close grace and reported success, though the last message never reached the relay.
+#[test]
+fn a_happy_close_waits_for_its_messages_to_be_stored() {
+    let mut net = Net::new();
+    let (a, b) = pair(&mut net);
+    net.input(a, Input::Send(b"from A".to_vec()));
+    net.settle();
+    assert_eq!(net.clients[b].data(), vec![b"from A".to_vec()]);
+    // B's message goes out on a connection that dies; the relay stays out of reach.
+    net.clients[b].hold_adds = true;
+    net.input(b, Input::Send(b"from B".to_vec()));
+    net.settle();
+    net.clients[b].held.clear();
+    net.clients[b].hold_adds = false;
+    net.clients[b].refuse_connect = true;
+    let conn = net.clients[b].conn.unwrap();
+    net.drop_conn(conn);
+    net.input(b, Input::Close);
+    net.settle();
+    net.advance_to(net.now + CLOSE_GRACE * 3);
+    assert_eq!(net.clients[b].closed(), None, "B gave up on its message");
+    // The relay is back: B delivers, then closes happily.
+    net.clients[b].refuse_connect = false;
+    net.advance_to(net.now + Duration::from_secs(120));
+    assert_eq!(net.clients[a].data(), vec![b"from B".to_vec()]);
+    assert_eq!(net.clients[b].closed(), Some(&Ok(())));
+}
+
+#[test]
+fn a_happy_close_that_cannot_deliver_times_out() {
+    let mut net = Net::new();
+    let (a, b) = pair(&mut net);
+    net.input(a, Input::Send(b"from A".to_vec()));
+    net.settle();
+    net.clients[b].hold_adds = true;
+    net.input(b, Input::Send(b"from B".to_vec()));
+    net.settle();
+    net.clients[b].held.clear();
+    net.clients[b].hold_adds = false;
+    net.clients[b].refuse_connect = true;
+    let conn = net.clients[b].conn.unwrap();
+    net.drop_conn(conn);
+    net.input(b, Input::Close);
+    net.advance_to(DEFAULT_TIMEOUT + Duration::from_secs(1));
+    assert_eq!(net.clients[b].closed(), Some(&Err(Error::Timeout)));
+    assert!(net.clients[a].data().is_empty());
 }
 
 mod resume;
