@@ -38,6 +38,10 @@ pub(crate) enum Command {
     Serialize {
         reply: oneshot::Sender<Result<String, Error>>,
     },
+    /// Stop without closing (the journal stays), replying with the serialized state.
+    Suspend {
+        reply: oneshot::Sender<Result<String, Error>>,
+    },
 }
 
 /// Where the driver journals the session after every change.
@@ -125,6 +129,7 @@ impl Driver {
         let mut cmds_open = true;
         // Replies to application inputs wait until the state they led to is journaled.
         let mut replies: Vec<(Reply, Result<(), Error>)> = Vec::new();
+        let mut suspended = false;
         loop {
             // Write-ahead: the state is saved before anything it led to leaves.
             self.journal();
@@ -165,7 +170,7 @@ impl Driver {
                     }
                 }
             }
-            if self.session.is_finished() {
+            if self.session.is_finished() || suspended {
                 break;
             }
             let deadline = self.session.poll_timeout();
@@ -210,6 +215,16 @@ impl Driver {
                     }
                     Some(Command::Serialize { reply }) => {
                         let _ = reply.send(self.session.to_json().map_err(state_error));
+                    }
+                    Some(Command::Suspend { reply }) => {
+                        // What the session did so far is saved; what it would do next is
+                        // dropped with it (a restore redoes it).
+                        self.journal();
+                        for (reply, result) in replies.drain(..) {
+                            let _ = reply.send(result);
+                        }
+                        let _ = reply.send(self.session.to_json().map_err(state_error));
+                        suspended = true;
                     }
                     None => {
                         // The application dropped its handle: close politely.

@@ -558,3 +558,36 @@ fn inputs_outputs_and_events_never_print_secrets() {
         }
     }
 }
+
+/// A restored older state may claim again a nameplate this side already claimed and
+/// released; with the mailbox known, the relay's `reclaimed` is no failure.
+#[test]
+fn reclaimed_after_a_restore_with_a_known_mailbox_is_not_fatal() {
+    let mut net = Net::new();
+    let (a, _b) = pair(&mut net);
+    let s = &mut net.clients[a].session;
+    assert!(s.mailbox.state != MailboxState::None);
+    if let NameplateState::Known { claim, .. } = &mut s.nameplate.state {
+        *claim = Claim::Requested;
+    }
+    let frame = r#"{"type":"error","error":"reclaimed","orig":{"type":"claim","nameplate":"1"}}"#;
+    s.handle(Duration::ZERO, Input::Frame(frame.into()))
+        .unwrap();
+    assert!(!s.closing());
+    assert!(s.code_consumed());
+    // Without a mailbox it is the relay's error, as before.
+    let mut fresh = Session::new(Config::new(APPID), [5; 32]);
+    fresh
+        .handle(
+            Duration::ZERO,
+            Input::ClaimNameplate(Nameplate::new("1").unwrap()),
+        )
+        .unwrap();
+    fresh
+        .handle(Duration::ZERO, Input::Connected { pull: false })
+        .unwrap();
+    fresh
+        .handle(Duration::ZERO, Input::Frame(frame.into()))
+        .unwrap();
+    assert!(fresh.closing());
+}
