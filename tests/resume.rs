@@ -275,8 +275,9 @@ fn a_client_restored_after_its_mailbox_was_lost_gets_mailbox_expired() {
 }
 
 /// One snapshot (taken after the key, before A's message) restored twice, one process after
-/// the other, each sending a different message: the relay sees one `pake` from A and no
-/// nonce under two different ciphertexts.
+/// the other, each sending a different message: of all the frames A's connections sent
+/// toward the relay (a superset of what it received), one `pake` and no nonce under two
+/// different ciphertexts.
 #[test]
 fn one_snapshot_restored_twice_reuses_no_nonce_and_no_pake() {
     let (_relay_rt, relay) = relay("resume-twice");
@@ -314,8 +315,13 @@ fn one_snapshot_restored_twice_reuses_no_nonce_and_no_pake() {
             rt.shutdown_background();
         }
     }
+    // B gets one of them (the first, unless it died before its frame reached the relay),
+    // decrypted under the one key: both restores rebuilt the same key from the snapshot.
     let got = b.run(|w| Box::pin(w.recv())).unwrap();
-    assert_eq!(got, b"first restore");
+    assert!(
+        got == b"first restore" || got == b"second restore",
+        "{got:?}"
+    );
 
     let frames = recording.frames.lock().unwrap().clone();
     let mut pakes = BTreeSet::new();

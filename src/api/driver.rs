@@ -160,10 +160,14 @@ impl Driver {
                         retired.extend(conn.take());
                     }
                     Output::Event(event) => {
-                        self.observed
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .record(&event);
+                        let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+                        observed.record(&event);
+                        if matches!(event, Event::Closed(_)) {
+                            // Before the application can learn of the end: `serialize` after
+                            // it returns this.
+                            observed.final_state = self.session.to_json().ok();
+                        }
+                        drop(observed);
                         // The application may have stopped listening; the session still
                         // finishes its close handshake.
                         let _ = events.send(event);
@@ -233,12 +237,6 @@ impl Driver {
                     }
                 },
             }
-        }
-        if let Ok(state) = self.session.to_json() {
-            self.observed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .final_state = Some(state);
         }
         for link in conn.take().into_iter().chain(retired) {
             link.finish(&*self.clock).await;
