@@ -278,7 +278,9 @@ impl Driver {
             Ok(None) => {}
             Ok(Some(state)) => {
                 if let Err(e) = j.storage.put(&j.key, state.as_bytes()) {
+                    // The exchange goes on; the state is offered again after the next input.
                     tracing::warn!(error = %e, "could not journal the session state");
+                    self.session.journal_failed();
                 }
             }
             Err(e) => {

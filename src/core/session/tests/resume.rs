@@ -477,6 +477,9 @@ fn the_journal_sees_changes_not_time() {
     )
     .unwrap();
     assert!(s.take_changed_state().unwrap().is_none());
+    // A failed write is offered again.
+    s.journal_failed();
+    assert!(s.take_changed_state().unwrap().is_some());
 }
 
 fn state_at(net: &Net, c: usize) -> serde_json::Value {
