@@ -505,6 +505,70 @@ fn the_journal_is_written_before_any_frame_or_event_leaves() {
     }
 }
 
+/// A storage whose every other `put` fails.
+#[derive(Debug, Default)]
+struct Flaky {
+    inner: MemoryStorage,
+    puts: Mutex<u32>,
+    written: Mutex<Vec<usize>>,
+}
+
+impl Storage for Flaky {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, wormhole::storage::StorageError> {
+        self.inner.get(key)
+    }
+    fn put(&self, key: &str, value: &[u8]) -> Result<(), wormhole::storage::StorageError> {
+        let mut puts = self.puts.lock().unwrap();
+        *puts += 1;
+        if *puts % 2 == 1 {
+            return Err(wormhole::storage::StorageError::Io {
+                path: "flaky".into(),
+                source: std::io::Error::other("disk full"),
+            });
+        }
+        self.written.lock().unwrap().push(value.len());
+        self.inner.put(key, value)
+    }
+    fn delete(&self, key: &str) -> Result<(), wormhole::storage::StorageError> {
+        self.inner.delete(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, wormhole::storage::StorageError> {
+        self.inner.list(prefix)
+    }
+}
+
+/// A journal that fails now and then does not stop the exchange, and never gets an empty
+/// or partial state: only whole states are written, and the entry is gone at the end.
+#[test]
+fn a_failing_journal_neither_stops_the_exchange_nor_gets_a_bad_state() {
+    let (_relay_rt, relay) = relay("resume-flaky");
+    let flaky = Arc::new(Flaky::default());
+    let journal: Arc<dyn Storage> = flaky.clone();
+    let mut a = Side::new(Wormhole::new(APPID, relay.url()).with_journal(journal, "a"));
+    let mut b = Side::new(Wormhole::new(APPID, relay.url()));
+    let code = a.run(|w| Box::pin(w.allocate_code(2))).unwrap();
+    b.run(|w| Box::pin(w.set_code(code))).unwrap();
+    a.run(|w| Box::pin(w.send(FROM_A))).unwrap();
+    b.run(|w| Box::pin(w.send(FROM_B))).unwrap();
+    let saved = flaky
+        .inner
+        .get("a")
+        .unwrap()
+        .expect("some state was journaled");
+    let state = String::from_utf8(saved).unwrap();
+    assert!(
+        Wormhole::from_serialized(&state).is_ok(),
+        "a whole, valid state"
+    );
+    assert_eq!(a.run(|w| Box::pin(w.recv())).unwrap(), FROM_B);
+    assert_eq!(b.run(|w| Box::pin(w.recv())).unwrap(), FROM_A);
+    a.run(|w| Box::pin(w.close())).unwrap();
+    b.run(|w| Box::pin(w.close())).unwrap();
+    assert!(*flaky.puts.lock().unwrap() >= 4);
+    assert!(flaky.written.lock().unwrap().iter().all(|&n| n > 100));
+    assert_eq!(flaky.inner.get("a").unwrap(), None);
+}
+
 #[test]
 fn a_state_of_another_version_is_refused_with_a_clear_error() {
     let rt = runtime();
