@@ -231,8 +231,7 @@ impl<S: MailboxStore> Relay<S> {
             return;
         }
         if frame.len() > self.config.max_frame_bytes {
-            tracing::debug!(conn, len = frame.len(), "relay: frame too large");
-            self.send_error(conn, errors::FRAME_TOO_LARGE, Value::Null, now);
+            self.received_too_large(conn, frame.len(), now);
             return;
         }
         let msg = match serde_json::from_str::<Value>(frame) {
@@ -278,6 +277,17 @@ impl<S: MailboxStore> Relay<S> {
             };
             self.send_error(conn, error, Value::Object(msg), now);
         }
+    }
+
+    /// A frame of `len` bytes, larger than [`RelayConfig::max_frame_bytes`], arrived: answers
+    /// as [`received`](Self::received) would, so that a runner need not keep such a frame
+    /// until the core gets to it.
+    pub fn received_too_large(&mut self, conn: ConnId, len: usize, now: f64) {
+        if self.is_refused(conn) {
+            return;
+        }
+        tracing::debug!(conn, len, "relay: frame too large");
+        self.send_error(conn, errors::FRAME_TOO_LARGE, Value::Null, now);
     }
 
     /// The connection went away: it stops listening. Like Python, this does not close its mailbox

@@ -49,6 +49,12 @@ pub const OUTBOX_BUDGET: usize = 4 * 1024 * 1024;
 /// client down) until the core has caught up; the core itself never waits for a connection.
 pub const QUEUE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Bytes per second one connection may send once it has used its burst (the largest frame):
+/// a wormhole client sends a few KiB per exchange, a whole text of the largest size
+/// fits in the burst, and a client pushing more is not read meanwhile, so it cannot take the
+/// relay's time (reading and parsing) from the others.
+pub const INBOUND_BYTES_PER_SEC: usize = 256 * 1024;
+
 /// Events (frames, new and closed connections) that may wait for the core.
 const QUEUE_EVENTS: usize = 4096;
 
@@ -72,6 +78,10 @@ pub struct ServerOptions {
     /// Bytes of received frames that may wait for the core (see [`QUEUE_BYTES`]); at least
     /// the transport's largest frame.
     pub queue_bytes: usize,
+    /// Bytes per second one connection may send after a burst of
+    /// [`RelayConfig::max_frame_bytes`]; past it the relay stops reading that connection for
+    /// a while (see [`INBOUND_BYTES_PER_SEC`]).
+    pub inbound_bytes_per_sec: usize,
     /// Where the relay counts limit hits (share it with a `/metrics` endpoint).
     pub metrics: Arc<Metrics>,
 }
@@ -85,6 +95,7 @@ impl Default for ServerOptions {
             send_timeout: SEND_TIMEOUT,
             outbox_budget: OUTBOX_BUDGET,
             queue_bytes: QUEUE_BYTES,
+            inbound_bytes_per_sec: INBOUND_BYTES_PER_SEC,
             metrics: Arc::default(),
         }
     }
@@ -163,6 +174,8 @@ enum ConnEvent {
     Incoming(Box<dyn Connection>),
     /// A frame, holding its share of the queue's byte budget until the core has handled it.
     Frame(ConnId, String, OwnedSemaphorePermit),
+    /// A frame over the core's size limit, dropped at once: only its length travels.
+    TooLarge(ConnId, usize),
     Gone(ConnId),
 }
 
@@ -172,11 +185,18 @@ struct Queue {
     events: mpsc::Sender<ConnEvent>,
     bytes: Arc<Semaphore>,
     max_frame: u32,
+    /// The core's frame size limit.
+    frame_limit: usize,
 }
 
 impl Queue {
     /// Queues a frame once there is room for its bytes. `false` once the core is gone.
     async fn frame(&self, id: ConnId, text: String) -> bool {
+        if text.len() > self.frame_limit {
+            let event = ConnEvent::TooLarge(id, text.len());
+            drop(text);
+            return self.events.send(event).await.is_ok();
+        }
         let len = u32::try_from(text.len())
             .unwrap_or(u32::MAX)
             .clamp(1, self.max_frame);
@@ -308,6 +328,7 @@ async fn run<S: MailboxStore>(
         events: events_tx.clone(),
         bytes: Arc::new(Semaphore::new(queue_bytes)),
         max_frame: queue_bytes as u32,
+        frame_limit: options.config.max_frame_bytes,
     };
     let mut accept_tasks = Vec::new();
     for mut listener in listeners {
@@ -348,6 +369,11 @@ async fn run<S: MailboxStore>(
                             let addr: Option<SocketAddr> = conn.peer().addr;
                             let outbox = Arc::new(Outbox::new(options.outbox_budget));
                             conns.insert(id, outbox.clone());
+                            let inbound = Inbound::new(
+                                options.inbound_bytes_per_sec,
+                                options.config.max_frame_bytes,
+                                clock.now(),
+                            );
                             tokio::spawn(serve_connection(
                                 id,
                                 conn,
@@ -355,6 +381,7 @@ async fn run<S: MailboxStore>(
                                 outbox,
                                 clock.clone(),
                                 options.send_timeout,
+                                inbound,
                             ));
                             tracing::debug!(conn = id, ?addr, "connection opened");
                             relay.connected(id, addr, clock.unix_time());
@@ -362,6 +389,9 @@ async fn run<S: MailboxStore>(
                         ConnEvent::Frame(id, text, permit) => {
                             relay.received(id, &text, clock.unix_time());
                             drop(permit);
+                        }
+                        ConnEvent::TooLarge(id, len) => {
+                            relay.received_too_large(id, len, clock.unix_time());
                         }
                         ConnEvent::Gone(id) => {
                             conns.remove(&id);
@@ -449,6 +479,43 @@ impl Batch {
     }
 }
 
+/// A connection's inbound byte budget: a token bucket of bytes.
+#[derive(Debug, Clone)]
+struct Inbound {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Duration,
+}
+
+impl Inbound {
+    fn new(rate: usize, burst: usize, now: Duration) -> Inbound {
+        let burst = burst.max(rate).max(1) as f64;
+        Inbound {
+            rate: rate.max(1) as f64,
+            burst,
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Duration) {
+        let elapsed = now.saturating_sub(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.at = self.at.max(now);
+    }
+
+    fn spend(&mut self, bytes: usize, now: Duration) {
+        self.refill(now);
+        self.tokens -= bytes as f64;
+    }
+
+    /// When reading may go on, if the budget is overdrawn.
+    fn paused_until(&self) -> Option<Duration> {
+        (self.tokens < 0.0).then(|| self.at + Duration::from_secs_f64(-self.tokens / self.rate))
+    }
+}
+
 async fn serve_connection(
     id: ConnId,
     mut conn: Box<dyn Connection>,
@@ -456,11 +523,17 @@ async fn serve_connection(
     outbox: Arc<Outbox>,
     clock: Arc<dyn Clock>,
     send_timeout: Duration,
+    mut inbound: Inbound,
 ) {
     loop {
+        let paused_until = inbound.paused_until();
         tokio::select! {
-            frame = conn.recv() => match frame {
+            () = clock.sleep_until(paused_until.unwrap_or(Duration::MAX)), if paused_until.is_some() => {
+                inbound.refill(clock.now());
+            }
+            frame = conn.recv(), if paused_until.is_none() => match frame {
                 Ok(Some(text)) => {
+                    inbound.spend(text.len(), clock.now());
                     // Waits while the queue into the core is full: this connection's socket
                     // is not read meanwhile, so its client is slowed down, not the core.
                     if !queue.frame(id, text).await {
@@ -468,6 +541,13 @@ async fn serve_connection(
                     }
                 }
                 Ok(None) => break,
+                // Dropped by the transport; the connection goes on.
+                Err(TransportError::Oversized { size, .. }) => {
+                    inbound.spend(size, clock.now());
+                    if queue.events.send(ConnEvent::TooLarge(id, size)).await.is_err() {
+                        break;
+                    }
+                }
                 Err(e) => {
                     tracing::debug!(conn = id, error = %e, "connection failed");
                     break;
@@ -508,4 +588,27 @@ async fn serve_connection(
         () = deadline => {}
     }
     let _ = queue.events.send(ConnEvent::Gone(id)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbound_budget_allows_a_burst_then_its_rate() {
+        let at = |ms: u64| Duration::from_millis(ms);
+        let mut inbound = Inbound::new(1000, 4000, at(0));
+        inbound.spend(3000, at(0));
+        assert_eq!(inbound.paused_until(), None);
+        inbound.spend(3000, at(0)); // 2000 over: paused for 2 s at 1000 B/s
+        assert_eq!(inbound.paused_until(), Some(at(2000)));
+        inbound.refill(at(1000));
+        assert_eq!(inbound.paused_until(), Some(at(2000)));
+        inbound.refill(at(2000));
+        assert_eq!(inbound.paused_until(), None);
+        // Never more than the burst, however long the pause.
+        inbound.refill(at(60_000));
+        inbound.spend(4001, at(60_000));
+        assert!(inbound.paused_until().is_some());
+    }
 }

@@ -326,7 +326,18 @@ async fn one(
         }
         peak
     });
-    let flood = tokio::spawn(flood(kind, ctx.clone()));
+    // The flood runs on a thread and runtime of its own, so that its work does not delay the
+    // normal exchanges' tasks here (the relay still shares the machine with both).
+    let flood_ctx = ctx.clone();
+    let flood = tokio::task::spawn_blocking(move || {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(flood(kind, flood_ctx)),
+            Err(e) => eprintln!("cannot start the flood's runtime: {e}"),
+        }
+    });
     let normal = match run_exchanges(args, duration).await {
         Ok(stats) => stats,
         Err(e) => Stats {
@@ -339,12 +350,12 @@ async fn one(
         },
     };
     // The flood stops at its deadline; whatever it still holds is dropped here.
-    let abort = flood.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(10), flood)
+    // Every step of a flood has a deadline, so it ends soon after its own.
+    if tokio::time::timeout(Duration::from_secs(30), flood)
         .await
         .is_err()
     {
-        abort.abort();
+        eprintln!("the flood did not stop in time");
     }
     let sampled = sampler.await.unwrap_or(0);
     let hwm = proc_status_kib(pid, "VmHWM:").unwrap_or(0);

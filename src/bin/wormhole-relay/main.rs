@@ -94,6 +94,10 @@ struct ServeArgs {
     /// past it connections wait (and stop reading their sockets).
     #[arg(long, default_value_t = wormhole::relay::server::QUEUE_BYTES)]
     queue_bytes: usize,
+    /// Bytes per second one connection may send after a burst of --max-frame-bytes;
+    /// past it the relay stops reading that connection for a while.
+    #[arg(long, default_value_t = wormhole::relay::server::INBOUND_BYTES_PER_SEC)]
+    inbound_bytes_per_sec: usize,
     #[command(flatten)]
     limits: LimitArgs,
     /// Worker threads. The relay core is one task, so one thread (the default) avoids
@@ -261,6 +265,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         send_timeout: Duration::from_secs(args.send_timeout.max(1)),
         outbox_budget: args.outbox_budget_bytes.max(args.max_frame_bytes),
         queue_bytes: args.queue_bytes.max(args.max_frame_bytes),
+        inbound_bytes_per_sec: args.inbound_bytes_per_sec,
         ..ServerOptions::default()
     };
     let relay = spawn(
