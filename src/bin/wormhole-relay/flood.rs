@@ -200,13 +200,9 @@ pub async fn run(
     } else {
         vec![flood]
     };
-    let base = run_exchanges(args, duration).await?;
     if !args.json {
         println!(
-            "baseline (no flood): {} exchanges, {} failed, p99 {:.2} ms ({} pairs, {})",
-            base.done,
-            base.failed,
-            base.p99_ms,
+            "normal exchanges: {} pairs, {}; each flood is compared with a run without it just before",
             args.pairs,
             args.rate
                 .map_or("closed loop".to_string(), |r| format!("{r} offered/s")),
@@ -215,6 +211,8 @@ pub async fn run(
     let mut nonce = 0u64;
     for kind in kinds {
         nonce += 1;
+        // The baseline right before each flood: the machine's other load changes over time.
+        let base = run_exchanges(args, duration).await?;
         let ctx = Ctx {
             url: args.url.clone(),
             relay: SocketAddr::new(host, parsed.port),
@@ -227,7 +225,8 @@ pub async fn run(
             },
             seen: Arc::default(),
         };
-        let report = one(args, pid, kind, ctx, duration, &base).await;
+        let mut report = one(args, pid, kind, ctx, duration, &base).await;
+        report.base_failed = base.failed;
         report.print(args.json);
         // Let the relay drop what the flood left before the next one.
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -241,6 +240,7 @@ struct Report {
     peak_kib: Option<u64>,
     normal: Stats,
     base_p99_ms: f64,
+    base_failed: u64,
     alive: bool,
     seen: Seen,
 }
@@ -268,6 +268,7 @@ impl Report {
                 "normal_first_error": self.normal.first_error,
                 "normal_p99_ms": self.normal.p99_ms,
                 "baseline_p99_ms": self.base_p99_ms,
+                "baseline_failed": self.base_failed,
                 "p99_ratio": ratio,
                 "relay_alive": self.alive,
                 "flood_connections": self.seen.connections,
@@ -368,6 +369,7 @@ async fn one(
         peak_kib,
         normal,
         base_p99_ms: base.p99_ms,
+        base_failed: 0,
         alive,
         seen,
     }
@@ -454,8 +456,22 @@ async fn listeners(ctx: Ctx) {
 }
 
 async fn mailboxes(ctx: Ctx) {
-    let mut n = 0u64;
-    while ctx.running() && n < 2000 {
+    // 20 workers at once, as an attacker would.
+    let mut tasks = Vec::new();
+    for worker in 0..20u64 {
+        let ctx = ctx.clone();
+        tasks.push(tokio::spawn(
+            async move { mailboxes_worker(ctx, worker).await },
+        ));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+async fn mailboxes_worker(ctx: Ctx, worker: u64) {
+    let mut n = worker * 1000;
+    while ctx.running() && n < worker * 1000 + 100 {
         n += 1;
         let Some(mut c) = ctx.bound(&format!("m{n}")).await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
