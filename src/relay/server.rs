@@ -479,6 +479,28 @@ impl Batch {
     }
 }
 
+/// Writes frames to a connection within `send_timeout`; `false` if that failed, timed out or
+/// the connection went over its outbox budget meanwhile.
+async fn write_frames(
+    id: ConnId,
+    conn: &mut Box<dyn Connection>,
+    frames: Vec<Arc<str>>,
+    outbox: &Outbox,
+    clock: &Arc<dyn Clock>,
+    send_timeout: Duration,
+) -> bool {
+    let deadline = clock.sleep_until(clock.now().saturating_add(send_timeout));
+    tokio::select! {
+        biased;
+        sent = conn.send_shared(frames) => sent.is_ok(),
+        () = outbox.overflowed() => false,
+        () = deadline => {
+            tracing::debug!(conn = id, "connection dropped: a write timed out");
+            false
+        }
+    }
+}
+
 /// A connection's inbound byte budget: a token bucket of bytes.
 #[derive(Debug, Clone)]
 struct Inbound {
@@ -527,8 +549,15 @@ async fn serve_connection(
 ) {
     loop {
         let paused_until = inbound.paused_until();
+        // Lazy: no timer is made unless the connection is paused.
+        let pause = async {
+            match paused_until {
+                Some(until) => clock.sleep_until(until).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            () = clock.sleep_until(paused_until.unwrap_or(Duration::MAX)), if paused_until.is_some() => {
+            () = pause, if paused_until.is_some() => {
                 inbound.refill(clock.now());
             }
             frame = conn.recv(), if paused_until.is_none() => match frame {
@@ -536,7 +565,9 @@ async fn serve_connection(
                     inbound.spend(text.len(), clock.now());
                     // Waits while the queue into the core is full: this connection's socket
                     // is not read meanwhile, so its client is slowed down, not the core.
-                    if !queue.frame(id, text).await {
+                    // Boxed: this future is large and only lives while a frame waits, so an
+                    // idle connection's task does not carry its room.
+                    if !Box::pin(queue.frame(id, text)).await {
                         break;
                     }
                 }
@@ -544,7 +575,8 @@ async fn serve_connection(
                 // Dropped by the transport; the connection goes on.
                 Err(TransportError::Oversized { size, .. }) => {
                     inbound.spend(size, clock.now());
-                    if queue.events.send(ConnEvent::TooLarge(id, size)).await.is_err() {
+                    let event = ConnEvent::TooLarge(id, size);
+                    if Box::pin(queue.events.send(event)).await.is_err() {
                         break;
                     }
                 }
@@ -555,17 +587,9 @@ async fn serve_connection(
             },
             out = outbox.next() => match out {
                 Some(frames) => {
-                    let deadline = clock.sleep_until(clock.now().saturating_add(send_timeout));
-                    let sent = tokio::select! {
-                        biased;
-                        sent = conn.send_shared(frames) => sent.is_ok(),
-                        () = outbox.overflowed() => false,
-                        () = deadline => {
-                            tracing::debug!(conn = id, "connection dropped: a write timed out");
-                            false
-                        }
-                    };
-                    if !sent {
+                    // Boxed, as the frame above: only while a write is under way.
+                    let write = write_frames(id, &mut conn, frames, &outbox, &clock, send_timeout);
+                    if !Box::pin(write).await {
                         break;
                     }
                 }
@@ -577,7 +601,7 @@ async fn serve_connection(
     // budget is not read from: it is dropped at once; any other is closed with a deadline.
     if outbox.is_overflowed() {
         drop(conn);
-        let _ = queue.events.send(ConnEvent::Gone(id)).await;
+        let _ = Box::pin(queue.events.send(ConnEvent::Gone(id))).await;
         return;
     }
     outbox.close();
@@ -587,7 +611,7 @@ async fn serve_connection(
         _ = conn.close() => {}
         () = deadline => {}
     }
-    let _ = queue.events.send(ConnEvent::Gone(id)).await;
+    let _ = Box::pin(queue.events.send(ConnEvent::Gone(id))).await;
 }
 
 #[cfg(test)]
@@ -610,5 +634,37 @@ mod tests {
         inbound.refill(at(60_000));
         inbound.spend(4001, at(60_000));
         assert!(inbound.paused_until().is_some());
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    use super::*;
+
+    /// Every connection's task is allocated at this size for as long as the connection
+    /// lives, so it is part of the memory per idle connection (`bench --idle`): the large
+    /// futures (queueing a frame, writing, the final close) are boxed while they run.
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        let (a, _b) = wormhole_transports::memory::MemoryConnection::pair();
+        let (tx, _rx) = mpsc::channel(1);
+        let queue = Queue {
+            events: tx,
+            bytes: Arc::new(Semaphore::new(10)),
+            max_frame: 10,
+            frame_limit: 10,
+        };
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+        let task = serve_connection(
+            1,
+            Box::new(a),
+            queue,
+            Arc::new(Outbox::new(10)),
+            clock,
+            Duration::from_secs(1),
+            Inbound::new(1, 1, Duration::ZERO),
+        );
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 600, "a connection's task takes {size} bytes");
     }
 }
