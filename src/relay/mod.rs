@@ -23,8 +23,9 @@
 //! Split along the Python server's seams: this module holds the relay's inputs and outputs and
 //! the per-process subscriptions; `commands` the per-connection rules (Python's
 //! `WebSocketServer`); `tables` the table logic on the [`MailboxStore`] (Python's `AppNamespace`
-//! and `Mailbox`); `output` builds the frames; [`errors`] the error texts; `store` the store
-//! trait and [`MemoryStore`]; `server` the async runner (feature `relay-server`).
+//! and `Mailbox`); `output` builds the frames; [`errors`] the error texts; [`limits`] what one
+//! client may hold or do; `store` the store trait and [`MemoryStore`]; `server` the async
+//! runner (feature `relay-server`).
 //!
 //! # Behaviour, and where it differs from Python 0.8
 //! * Every frame that has a `type` is acked first (`id` copied verbatim, `null` when absent);
@@ -47,6 +48,12 @@
 //!   [`errors::INTERNAL`]). In every case the connection stays usable.
 //! * When the last side closes a mailbox, Python deletes that side's `nameplate_sides` rows in
 //!   *every* app id; here only within the connection's app id.
+//! * Ours: the [`limits`] of a public relay ([`Limits`], all with defaults for a public relay).
+//!   A command over a limit gets an `error` naming it ([`Limit::error`]) and changes nothing;
+//!   a connection over [`Limits::connections`] or [`Limits::connections_per_source`] gets that
+//!   `error` and a [`RelayOutput::Close`]. [`Relay::prune`] also deletes nameplates claimed by
+//!   one side only whose mailbox nobody listened to for [`Limits::abandoned_nameplate_secs`]
+//!   (Python waits for the 11-minute expiry of the mailbox).
 //! * An `add` on a connection whose mailbox was meanwhile deleted (another connection of the
 //!   same side closed it) recreates the mailbox row and stores the message; Python stores an
 //!   orphan message row. Either way nobody is subscribed, so no echo is sent.

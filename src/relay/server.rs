@@ -14,7 +14,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +55,12 @@ pub const QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// relay's time (reading and parsing) from the others.
 pub const INBOUND_BYTES_PER_SEC: usize = 256 * 1024;
 
+/// Bytes per second all the connections of one source address (as counted by
+/// [`Limits::source_key`](super::Limits::source_key)) may send together, after a burst of four
+/// times the largest frame. Without it a client would get a fresh burst with every new
+/// connection.
+pub const SOURCE_BYTES_PER_SEC: usize = 1024 * 1024;
+
 /// Events (frames, new and closed connections) that may wait for the core.
 const QUEUE_EVENTS: usize = 4096;
 
@@ -82,6 +88,10 @@ pub struct ServerOptions {
     /// [`RelayConfig::max_frame_bytes`]; past it the relay stops reading that connection for
     /// a while (see [`INBOUND_BYTES_PER_SEC`]).
     pub inbound_bytes_per_sec: usize,
+    /// Bytes per second all the connections of one source address may send together, after
+    /// a burst of four times [`RelayConfig::max_frame_bytes`] (see [`SOURCE_BYTES_PER_SEC`]).
+    /// Sources spared by the per-source limits are not counted.
+    pub source_bytes_per_sec: usize,
     /// Where the relay counts limit hits (share it with a `/metrics` endpoint).
     pub metrics: Arc<Metrics>,
 }
@@ -96,6 +106,7 @@ impl Default for ServerOptions {
             outbox_budget: OUTBOX_BUDGET,
             queue_bytes: QUEUE_BYTES,
             inbound_bytes_per_sec: INBOUND_BYTES_PER_SEC,
+            source_bytes_per_sec: SOURCE_BYTES_PER_SEC,
             metrics: Arc::default(),
         }
     }
@@ -354,6 +365,8 @@ async fn run<S: MailboxStore>(
     let mut next_id: ConnId = 1;
     let mut prune = clock.sleep_until(clock.now() + options.prune_interval);
     let mut batch = Batch::default();
+    // The shared inbound budgets of source addresses (see `SOURCE_BYTES_PER_SEC`).
+    let mut sources: HashMap<IpAddr, Arc<std::sync::Mutex<Inbound>>> = HashMap::new();
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -369,11 +382,24 @@ async fn run<S: MailboxStore>(
                             let addr: Option<SocketAddr> = conn.peer().addr;
                             let outbox = Arc::new(Outbox::new(options.outbox_budget));
                             conns.insert(id, outbox.clone());
-                            let inbound = Inbound::new(
-                                options.inbound_bytes_per_sec,
-                                options.config.max_frame_bytes,
-                                clock.now(),
-                            );
+                            let source = options.config.limits.source_key(addr).map(|ip| {
+                                let bucket = sources.entry(ip).or_insert_with(|| {
+                                    Arc::new(std::sync::Mutex::new(Inbound::new(
+                                        options.source_bytes_per_sec,
+                                        options.config.max_frame_bytes.saturating_mul(4),
+                                        clock.now(),
+                                    )))
+                                });
+                                Arc::clone(bucket)
+                            });
+                            let inbound = Budget {
+                                own: Inbound::new(
+                                    options.inbound_bytes_per_sec,
+                                    options.config.max_frame_bytes,
+                                    clock.now(),
+                                ),
+                                source,
+                            };
                             tokio::spawn(serve_connection(
                                 id,
                                 conn,
@@ -415,6 +441,12 @@ async fn run<S: MailboxStore>(
                     tracing::info!(pruned, "pruned idle mailboxes");
                 }
                 prune = clock.sleep_until(clock.now() + options.prune_interval);
+                // Forget sources with no connection whose budget is whole again.
+                let now = clock.now();
+                sources.retain(|_, bucket| {
+                    Arc::strong_count(bucket) > 1
+                        || !bucket.lock().unwrap_or_else(|e| e.into_inner()).is_full(now)
+                });
             }
         }
         batch.collect(&mut relay, &conns);
@@ -536,6 +568,42 @@ impl Inbound {
     fn paused_until(&self) -> Option<Duration> {
         (self.tokens < 0.0).then(|| self.at + Duration::from_secs_f64(-self.tokens / self.rate))
     }
+
+    fn is_full(&mut self, now: Duration) -> bool {
+        self.refill(now);
+        self.tokens >= self.burst
+    }
+}
+
+/// A connection's inbound budgets: its own, and its source's (shared with the source's other
+/// connections).
+#[derive(Debug)]
+struct Budget {
+    own: Inbound,
+    source: Option<Arc<std::sync::Mutex<Inbound>>>,
+}
+
+impl Budget {
+    fn with_source<T>(&self, f: impl FnOnce(&mut Inbound) -> T) -> Option<T> {
+        let source = self.source.as_ref()?;
+        Some(f(&mut source.lock().unwrap_or_else(|e| e.into_inner())))
+    }
+
+    fn refill(&mut self, now: Duration) {
+        self.own.refill(now);
+        self.with_source(|s| s.refill(now));
+    }
+
+    fn spend(&mut self, bytes: usize, now: Duration) {
+        self.own.spend(bytes, now);
+        self.with_source(|s| s.spend(bytes, now));
+    }
+
+    /// The later of the two pauses, if either budget is overdrawn.
+    fn paused_until(&self) -> Option<Duration> {
+        let source = self.with_source(|s| s.paused_until()).flatten();
+        self.own.paused_until().max(source)
+    }
 }
 
 async fn serve_connection(
@@ -545,7 +613,7 @@ async fn serve_connection(
     outbox: Arc<Outbox>,
     clock: Arc<dyn Clock>,
     send_timeout: Duration,
-    mut inbound: Inbound,
+    mut inbound: Budget,
 ) {
     // While the inbound budget is overdrawn: the sleep until it is not (no timer otherwise).
     let mut pause: Option<crate::clock::Sleep> = None;
@@ -633,6 +701,28 @@ mod tests {
         inbound.spend(4001, at(60_000));
         assert!(inbound.paused_until().is_some());
     }
+
+    #[test]
+    fn a_source_budget_is_shared_by_its_connections() {
+        let at = |ms: u64| Duration::from_millis(ms);
+        let source = Arc::new(std::sync::Mutex::new(Inbound::new(1000, 3000, at(0))));
+        let mut a = Budget {
+            own: Inbound::new(1000, 2000, at(0)),
+            source: Some(source.clone()),
+        };
+        let mut b = Budget {
+            own: Inbound::new(1000, 2000, at(0)),
+            source: Some(source),
+        };
+        a.spend(2000, at(0));
+        assert_eq!(a.paused_until(), None);
+        // b's own budget is whole, but the source has 1000 left: b pauses after 2000.
+        b.spend(2000, at(0));
+        assert_eq!(b.paused_until(), Some(at(1000)));
+        assert_eq!(a.paused_until(), Some(at(1000)));
+        b.refill(at(1000));
+        assert_eq!(b.paused_until(), None);
+    }
 }
 
 #[cfg(test)]
@@ -660,9 +750,12 @@ mod size_probe {
             Arc::new(Outbox::new(10)),
             clock,
             Duration::from_secs(1),
-            Inbound::new(1, 1, Duration::ZERO),
+            Budget {
+                own: Inbound::new(1, 1, Duration::ZERO),
+                source: None,
+            },
         );
         let size = std::mem::size_of_val(&task);
-        assert!(size <= 560, "a connection's task takes {size} bytes");
+        assert!(size <= 576, "a connection's task takes {size} bytes");
     }
 }

@@ -552,7 +552,11 @@ async fn oversized(ctx: Ctx) {
                 };
                 while ctx.running() && n < 500 {
                     n += 1;
-                    let size = if n % 5 == 0 { 5 << 20 } else { 2 << 20 };
+                    let size = if n.is_multiple_of(5) {
+                        5 << 20
+                    } else {
+                        2 << 20
+                    };
                     let frame = json!({"type": "ping", "ping": 1, "pad": "x".repeat(size)});
                     if send(&ctx, &mut c, frame).await.is_err() {
                         ctx.note("connection failed while sending");
@@ -572,7 +576,7 @@ async fn oversized(ctx: Ctx) {
 
 async fn slowdrip(ctx: Ctx) {
     let mut tasks = Vec::new();
-    for i in 0..200 {
+    for i in 0..200u32 {
         if !ctx.running() {
             break;
         }
@@ -587,7 +591,7 @@ async fn slowdrip(ctx: Ctx) {
                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
                 ctx.relay
             );
-            let result = if i % 2 == 0 {
+            let result = if i.is_multiple_of(2) {
                 // The request head, a byte every 100 ms.
                 drip(&ctx, &mut tcp, head.as_bytes(), 1).await
             } else {
