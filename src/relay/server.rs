@@ -27,6 +27,11 @@ use wormhole_transports::{Connection, Listener, TransportError};
 use super::metrics::Metrics;
 use super::{ConnId, MailboxStore, MemoryStore, Relay, RelayConfig, RelayOutput};
 use crate::clock::{Clock, TokioClock};
+use budget::{Budget, Inbound};
+use outbox::Outbox;
+
+mod budget;
+mod outbox;
 
 /// How often the relay prunes idle mailboxes and abandoned nameplates. The Python server
 /// prunes every 5 minutes; once a minute lets
@@ -218,107 +223,6 @@ impl Queue {
             .send(ConnEvent::Frame(id, text, permit))
             .await
             .is_ok()
-    }
-}
-
-/// Frames waiting to be written to one connection. Lighter than a channel per connection
-/// (a tokio channel allocates a block of 32 slots up front), which matters with many idle
-/// connections.
-///
-/// The frames waiting are bounded by a byte budget: a connection whose outbox would go over it
-/// (a client that stopped reading) is closed, and what was queued for it is dropped.
-struct Outbox {
-    state: std::sync::Mutex<OutboxState>,
-    ready: tokio::sync::Notify,
-    budget: usize,
-}
-
-#[derive(Default)]
-struct OutboxState {
-    frames: Vec<Arc<str>>,
-    bytes: usize,
-    closed: bool,
-    /// Closed for going over the budget: nothing more is written.
-    overflowed: bool,
-}
-
-impl Outbox {
-    fn new(budget: usize) -> Outbox {
-        Outbox {
-            state: Default::default(),
-            ready: Default::default(),
-            budget,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Queues frames; `false` if the connection is closed or just went over its budget (then
-    /// it is closed and the frames are dropped).
-    fn push(&self, frames: Vec<Arc<str>>) -> bool {
-        let mut state = self.lock();
-        if state.closed {
-            return false;
-        }
-        let bytes = frames.iter().map(|f| f.len()).sum::<usize>();
-        let within = state.bytes.saturating_add(bytes) <= self.budget;
-        if within {
-            state.bytes += bytes;
-            if state.frames.is_empty() {
-                state.frames = frames;
-            } else {
-                state.frames.extend(frames);
-            }
-        } else {
-            state.closed = true;
-            state.overflowed = true;
-            state.frames = Vec::new();
-            state.bytes = 0;
-        }
-        drop(state);
-        self.ready.notify_one();
-        within
-    }
-
-    fn close(&self) {
-        self.lock().closed = true;
-        self.ready.notify_one();
-    }
-
-    /// Completes once the connection went over its budget.
-    async fn overflowed(&self) {
-        loop {
-            if self.lock().overflowed {
-                return;
-            }
-            self.ready.notified().await;
-        }
-    }
-
-    fn is_overflowed(&self) -> bool {
-        self.lock().overflowed
-    }
-
-    /// Waits for frames (or the close); returns `None` once closed and drained.
-    async fn next(&self) -> Option<Vec<Arc<str>>> {
-        loop {
-            {
-                let mut state = self.lock();
-                if state.overflowed {
-                    return None;
-                }
-                if !state.frames.is_empty() {
-                    state.bytes = 0;
-                    return Some(std::mem::take(&mut state.frames));
-                }
-                if state.closed {
-                    return None;
-                }
-            }
-            self.ready.notified().await;
-        }
     }
 }
 
@@ -533,79 +437,6 @@ async fn write_frames(
     }
 }
 
-/// A connection's inbound byte budget: a token bucket of bytes.
-#[derive(Debug, Clone)]
-struct Inbound {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    at: Duration,
-}
-
-impl Inbound {
-    fn new(rate: usize, burst: usize, now: Duration) -> Inbound {
-        let burst = burst.max(rate).max(1) as f64;
-        Inbound {
-            rate: rate.max(1) as f64,
-            burst,
-            tokens: burst,
-            at: now,
-        }
-    }
-
-    fn refill(&mut self, now: Duration) {
-        let elapsed = now.saturating_sub(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.at = self.at.max(now);
-    }
-
-    fn spend(&mut self, bytes: usize, now: Duration) {
-        self.refill(now);
-        self.tokens -= bytes as f64;
-    }
-
-    /// When reading may go on, if the budget is overdrawn.
-    fn paused_until(&self) -> Option<Duration> {
-        (self.tokens < 0.0).then(|| self.at + Duration::from_secs_f64(-self.tokens / self.rate))
-    }
-
-    fn is_full(&mut self, now: Duration) -> bool {
-        self.refill(now);
-        self.tokens >= self.burst
-    }
-}
-
-/// A connection's inbound budgets: its own, and its source's (shared with the source's other
-/// connections).
-#[derive(Debug)]
-struct Budget {
-    own: Inbound,
-    source: Option<Arc<std::sync::Mutex<Inbound>>>,
-}
-
-impl Budget {
-    fn with_source<T>(&self, f: impl FnOnce(&mut Inbound) -> T) -> Option<T> {
-        let source = self.source.as_ref()?;
-        Some(f(&mut source.lock().unwrap_or_else(|e| e.into_inner())))
-    }
-
-    fn refill(&mut self, now: Duration) {
-        self.own.refill(now);
-        self.with_source(|s| s.refill(now));
-    }
-
-    fn spend(&mut self, bytes: usize, now: Duration) {
-        self.own.spend(bytes, now);
-        self.with_source(|s| s.spend(bytes, now));
-    }
-
-    /// The later of the two pauses, if either budget is overdrawn.
-    fn paused_until(&self) -> Option<Duration> {
-        let source = self.with_source(|s| s.paused_until()).flatten();
-        self.own.paused_until().max(source)
-    }
-}
-
 async fn serve_connection(
     id: ConnId,
     mut conn: Box<dyn Connection>,
@@ -678,51 +509,6 @@ async fn serve_connection(
         () = deadline => {}
     }
     let _ = Box::pin(queue.events.send(ConnEvent::Gone(id))).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn inbound_budget_allows_a_burst_then_its_rate() {
-        let at = |ms: u64| Duration::from_millis(ms);
-        let mut inbound = Inbound::new(1000, 4000, at(0));
-        inbound.spend(3000, at(0));
-        assert_eq!(inbound.paused_until(), None);
-        inbound.spend(3000, at(0)); // 2000 over: paused for 2 s at 1000 B/s
-        assert_eq!(inbound.paused_until(), Some(at(2000)));
-        inbound.refill(at(1000));
-        assert_eq!(inbound.paused_until(), Some(at(2000)));
-        inbound.refill(at(2000));
-        assert_eq!(inbound.paused_until(), None);
-        // Never more than the burst, however long the pause.
-        inbound.refill(at(60_000));
-        inbound.spend(4001, at(60_000));
-        assert!(inbound.paused_until().is_some());
-    }
-
-    #[test]
-    fn a_source_budget_is_shared_by_its_connections() {
-        let at = |ms: u64| Duration::from_millis(ms);
-        let source = Arc::new(std::sync::Mutex::new(Inbound::new(1000, 3000, at(0))));
-        let mut a = Budget {
-            own: Inbound::new(1000, 2000, at(0)),
-            source: Some(source.clone()),
-        };
-        let mut b = Budget {
-            own: Inbound::new(1000, 2000, at(0)),
-            source: Some(source),
-        };
-        a.spend(2000, at(0));
-        assert_eq!(a.paused_until(), None);
-        // b's own budget is whole, but the source has 1000 left: b pauses after 2000.
-        b.spend(2000, at(0));
-        assert_eq!(b.paused_until(), Some(at(1000)));
-        assert_eq!(a.paused_until(), Some(at(1000)));
-        b.refill(at(1000));
-        assert_eq!(b.paused_until(), None);
-    }
 }
 
 #[cfg(test)]
