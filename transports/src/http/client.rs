@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
@@ -38,6 +38,10 @@ pub struct HttpClientOptions {
     pub request_timeout: Duration,
     /// The largest answer body read. Default 16 MiB.
     pub max_body_bytes: usize,
+    /// Keep each HTTP connection open for the next request (the relay closes one that stays
+    /// idle for its request timeout, 10 s by default). With `false` every request has a
+    /// connection of its own (`Connection: close`). Default `true`.
+    pub keep_alive: bool,
 }
 
 impl Default for HttpClientOptions {
@@ -46,6 +50,7 @@ impl Default for HttpClientOptions {
             long_poll: Duration::from_secs(25),
             request_timeout: Duration::from_secs(15),
             max_body_bytes: 16 << 20,
+            keep_alive: true,
         }
     }
 }
@@ -115,6 +120,7 @@ impl HttpTransport {
             dialer: self.dialer.clone(),
             timeout: self.options.request_timeout,
             max_body: self.options.max_body_bytes,
+            keep_alive: self.options.keep_alive,
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),
         })
@@ -245,6 +251,7 @@ pub(crate) struct Endpoint {
     dialer: Arc<dyn Dialer>,
     timeout: Duration,
     max_body: usize,
+    keep_alive: bool,
     #[cfg(feature = "tls")]
     tls: ClientTls,
 }
@@ -389,6 +396,9 @@ impl Requester {
             headers.insert(HOST, host);
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if !self.endpoint.keep_alive {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         let response = sender.send_request(req).await.map_err(io)?;
         let status = response.status();
         let body = Limited::new(response.into_body(), self.endpoint.max_body)
@@ -396,6 +406,9 @@ impl Requester {
             .await
             .map_err(|e| TransportError::Io(std::io::Error::other(e)))?
             .to_bytes();
+        if !self.endpoint.keep_alive {
+            self.sender = None;
+        }
         Ok((status, body))
     }
 }
