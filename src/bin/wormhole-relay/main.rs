@@ -263,6 +263,8 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         _ => None,
     };
+    // Fields added to RelayConfig later keep their defaults.
+    #[allow(clippy::needless_update)]
     let config = RelayConfig {
         motd: args.motd,
         signal_error: args.signal_error,
