@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -156,10 +157,29 @@ struct Outbox {
     state: std::sync::Mutex<OutboxState>,
     ready: tokio::sync::Notify,
     budget: usize,
-    /// The connection wants to know when its frames were handled (HTTP polling).
-    receipts: bool,
+    /// For a connection that wants to know when its frames were handled (HTTP polling): how
+    /// many the core has handled. Boxed, so a WebSocket pays one pointer for it.
+    receipts: Option<Box<AtomicU64>>,
     /// For metrics: the connection's transport.
-    kind: &'static str,
+    kind: Kind,
+}
+
+/// A connection's transport, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    WebSocket,
+    Http,
+    Other,
+}
+
+impl Kind {
+    fn of(name: &str) -> Kind {
+        match name {
+            "websocket" => Kind::WebSocket,
+            "http" => Kind::Http,
+            _ => Kind::Other,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -169,25 +189,26 @@ struct OutboxState {
     closed: bool,
     /// Closed for going over the budget: nothing more is written.
     overflowed: bool,
-    /// Frames of this connection the core has handled, and the count last reported to it.
-    handled: u64,
-    reported: u64,
 }
 
 impl Outbox {
-    fn new(budget: usize, receipts: bool, kind: &'static str) -> Outbox {
+    fn new(budget: usize, receipts: bool, kind: Kind) -> Outbox {
         Outbox {
             state: Default::default(),
             ready: Default::default(),
             budget,
-            receipts,
+            receipts: receipts.then(|| Box::new(AtomicU64::new(0))),
             kind,
         }
     }
 
     /// The core handled one more frame of this connection (and queued what it caused).
     fn mark_handled(&self) {
-        self.lock().handled += 1;
+        if let Some(handled) = &self.receipts {
+            // Under the lock, so `next` sees the frames and the count together.
+            let _state = self.lock();
+            handled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.ready.notify_one();
     }
 
@@ -241,19 +262,43 @@ impl Outbox {
         self.lock().overflowed
     }
 
-    /// Waits for frames or a new count of frames handled (or the close); returns `None` once
-    /// closed and drained.
-    async fn next(&self) -> Option<(Vec<String>, Option<u64>)> {
+    /// Waits for frames (or the close); returns `None` once closed and drained. For
+    /// connections without receipts.
+    async fn next_frames(&self) -> Option<Vec<String>> {
         loop {
             {
                 let mut state = self.lock();
                 if state.overflowed {
                     return None;
                 }
-                let receipt = (state.handled != state.reported).then_some(state.handled);
+                if !state.frames.is_empty() {
+                    state.bytes = 0;
+                    return Some(std::mem::take(&mut state.frames));
+                }
+                if state.closed {
+                    return None;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Waits for frames or a count of frames handled other than `reported` (or the close);
+    /// returns `None` once closed and drained.
+    async fn next(&self, reported: u64) -> Option<(Vec<String>, Option<u64>)> {
+        loop {
+            {
+                let mut state = self.lock();
+                if state.overflowed {
+                    return None;
+                }
+                let handled = self
+                    .receipts
+                    .as_ref()
+                    .map_or(reported, |h| h.load(std::sync::atomic::Ordering::Relaxed));
+                let receipt = (handled != reported).then_some(handled);
                 if !state.frames.is_empty() || receipt.is_some() {
                     state.bytes = 0;
-                    state.reported = state.handled;
                     return Some((std::mem::take(&mut state.frames), receipt));
                 }
                 if state.closed {
@@ -311,7 +356,7 @@ async fn run<S: MailboxStore>(
                         let id = next_id;
                         next_id += 1;
                         let addr: Option<SocketAddr> = conn.peer().addr;
-                        let kind = conn.kind();
+                        let kind = Kind::of(conn.kind());
                         let outbox = Arc::new(Outbox::new(
                             options.outbox_budget,
                             conn.wants_receipts(),
@@ -321,14 +366,17 @@ async fn run<S: MailboxStore>(
                             count_open(m, kind, true);
                         }
                         conns.insert(id, outbox.clone());
-                        tokio::spawn(serve_connection(
-                            id,
-                            conn,
-                            events_tx.clone(),
-                            outbox,
-                            clock.clone(),
-                            options.send_timeout,
-                        ));
+                        let events = events_tx.clone();
+                        let send_timeout = options.send_timeout;
+                        if outbox.receipts.is_some() {
+                            tokio::spawn(serve_with_receipts(
+                                id, conn, events, outbox, clock.clone(), send_timeout,
+                            ));
+                        } else {
+                            tokio::spawn(serve_connection(
+                                id, conn, events, outbox, clock.clone(), send_timeout,
+                            ));
+                        }
                         tracing::debug!(conn = id, ?addr, "connection opened");
                         relay.connected(id, addr, clock.unix_time());
                     }
@@ -375,7 +423,7 @@ async fn run<S: MailboxStore>(
         }
         flush_batch(&conns, &mut batch);
         if let Some(outbox) = receipt.and_then(|id| conns.get(&id)) {
-            if outbox.receipts {
+            if outbox.receipts.is_some() {
                 outbox.mark_handled();
             }
         }
@@ -400,11 +448,11 @@ async fn run<S: MailboxStore>(
 }
 
 /// Counts a connection of transport `kind` opening or closing.
-fn count_open(m: &Metrics, kind: &str, open: bool) {
+fn count_open(m: &Metrics, kind: Kind, open: bool) {
     let (gauge, total) = match kind {
-        "websocket" => (&m.websocket_open, &m.websocket_total),
-        "http" => (&m.http_sessions_open, &m.http_sessions_total),
-        _ => return,
+        Kind::WebSocket => (&m.websocket_open, &m.websocket_total),
+        Kind::Http => (&m.http_sessions_open, &m.http_sessions_total),
+        Kind::Other => return,
     };
     if open {
         Metrics::inc(gauge);
@@ -446,7 +494,70 @@ async fn serve_connection(
                     break;
                 }
             },
-            out = outbox.next() => match out {
+            out = outbox.next_frames() => match out {
+                Some(frames) => {
+                    let deadline = clock.sleep_until(clock.now().saturating_add(send_timeout));
+                    let sent = tokio::select! {
+                        biased;
+                        sent = conn.send_all(frames) => sent.is_ok(),
+                        () = outbox.overflowed() => false,
+                        () = deadline => {
+                            tracing::debug!(conn = id, "connection dropped: a write timed out");
+                            false
+                        }
+                    };
+                    if !sent {
+                        break;
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    // Whatever was queued is dropped with the connection. A connection that went over its
+    // budget is not read from: it is dropped at once; any other is closed with a deadline.
+    if outbox.is_overflowed() {
+        drop(conn);
+        let _ = events.send(ConnEvent::Gone(id));
+        return;
+    }
+    outbox.close();
+    let deadline = clock.sleep_until(clock.now().saturating_add(send_timeout));
+    tokio::select! {
+        biased;
+        _ = conn.close() => {}
+        () = deadline => {}
+    }
+    let _ = events.send(ConnEvent::Gone(id));
+}
+
+/// [`serve_connection`] for connections that want receipts (HTTP-polling sessions): after
+/// the frames a handled input caused, the connection learns how many inputs were handled.
+/// Kept apart so that the push path (every WebSocket) stays as small as it was.
+async fn serve_with_receipts(
+    id: ConnId,
+    mut conn: Box<dyn Connection>,
+    events: mpsc::UnboundedSender<ConnEvent>,
+    outbox: Arc<Outbox>,
+    clock: Arc<dyn Clock>,
+    send_timeout: Duration,
+) {
+    let mut reported = 0u64;
+    loop {
+        tokio::select! {
+            frame = conn.recv() => match frame {
+                Ok(Some(text)) => {
+                    if events.send(ConnEvent::Frame(id, text)).is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(conn = id, error = %e, "connection failed");
+                    break;
+                }
+            },
+            out = outbox.next(reported) => match out {
                 Some((frames, receipt)) => {
                     if !frames.is_empty() {
                         let deadline = clock.sleep_until(clock.now().saturating_add(send_timeout));
@@ -464,6 +575,7 @@ async fn serve_connection(
                         }
                     }
                     if let Some(count) = receipt {
+                        reported = count;
                         conn.handled(count);
                     }
                 }

@@ -406,7 +406,13 @@ impl Connection for SessionConn {
                     self.registry.remove(&self.session.id);
                     return Ok(None);
                 }
-                (st.in_flight == 0).then(|| st.last_active + self.session.idle_timeout)
+                // `None` (no expiry) while a request is in progress, or for an idle time so
+                // long that its end is past what an `Instant` can hold.
+                if st.in_flight == 0 {
+                    st.last_active.checked_add(self.session.idle_timeout)
+                } else {
+                    None
+                }
             };
             match deadline {
                 Some(deadline) if deadline <= Instant::now() => {
