@@ -56,5 +56,6 @@ for mode in "ws" "http" "http --long-poll"; do
   set -- $mode
   start_relay
   out=$($BIN bench --url "$1://127.0.0.1:$PORT/v1" --idle "$IDLE" --duration 5 --relay-pid "$RELAY" --json ${2:-})
+  sleep 2 # let the clients' sockets go before the next relay binds
   echo "| $mode | $(field "$out" connected 0) | $(field "$out" answering 0) | $(field "$out" relay_kib_per_connection 2) |"
 done
