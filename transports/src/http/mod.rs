@@ -35,6 +35,7 @@
 //! a frame that is not JSON, and a client's frames must be JSON for its `send` to be accepted.
 
 mod client;
+mod hyper_client;
 mod server;
 mod session;
 #[cfg(feature = "surf")]
