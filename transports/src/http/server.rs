@@ -242,6 +242,8 @@ impl HttpPolling {
                     return self.unknown_session();
                 };
                 session.close();
+                // Unknown from now on, even before the relay has seen the close.
+                self.registry.remove(id);
                 self.json(StatusCode::OK, "{\"closed\":true}\n".into())
             }
             ["session", id, "send"] => {

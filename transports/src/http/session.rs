@@ -107,7 +107,8 @@ impl Registry {
         lock(&self.sessions).get(id).cloned()
     }
 
-    fn remove(&self, id: &str) {
+    /// Forgets a session (it stays usable to whoever holds it, until closed).
+    pub fn remove(&self, id: &str) {
         lock(&self.sessions).remove(id);
     }
 
@@ -265,11 +266,10 @@ impl Session {
                     return Err(Refused::CursorAhead { last });
                 }
                 st.acknowledge(after);
-                let ready = !st.out.is_empty() || deadline.is_none();
-                if ready || st.closed {
-                    if st.out.is_empty() && st.closed {
-                        return Err(Refused::Closed);
-                    }
+                if st.closed {
+                    return Err(Refused::Closed);
+                }
+                if !st.out.is_empty() || deadline.is_none() {
                     let first = (after + 1).max(st.out_first);
                     let cursor = first - 1 + st.out.len() as u64;
                     let id = with_id.then_some(self.id.as_str());
