@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::errors;
 use super::store::{MailboxStore, StoreError, StoredMessage};
 use super::tables::{self, Opened};
-use super::{ConnId, Relay};
+use super::{ConnId, Listener, Relay};
 use crate::wire::{NameplateEntry, ServerMessage};
 
 /// Longest nameplate a `claim` may use (as Python 0.8's validity check).
@@ -272,7 +272,10 @@ impl<S: MailboxStore> Relay<S> {
             self.subscribers
                 .entry((appid.to_owned(), mailbox.to_owned()))
                 .or_default()
-                .push(conn);
+                .push(Listener {
+                    conn,
+                    delivered: messages.len(),
+                });
         }
         for stored in &messages {
             self.send_message(conn, stored, now);
@@ -312,20 +315,15 @@ impl<S: MailboxStore> Relay<S> {
             server_rx: now,
             msg_id: msg.get("id").filter(|id| !id.is_null()).cloned(),
         };
-        self.store.transaction(&mut |tx| {
+        let index = self.store.transaction(&mut |tx| {
             // The mailbox may have been deleted meanwhile (see the module docs).
             tables::ensure_mailbox(tx, appid, &mailbox, false, now)?;
+            let index = tx.message_count(appid, &mailbox)?;
             tx.add_message(appid, &mailbox, stored.clone())?;
-            tx.touch_mailbox(appid, &mailbox, now)
+            tx.touch_mailbox(appid, &mailbox, now)?;
+            Ok(index)
         })?;
-        let listeners = self
-            .subscribers
-            .get(&(appid.to_owned(), mailbox))
-            .cloned()
-            .unwrap_or_default();
-        for listener in listeners {
-            self.send_message(listener, &stored, now);
-        }
+        self.echo_added(appid, &mailbox, index, &stored, now);
         Ok(())
     }
 

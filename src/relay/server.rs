@@ -24,7 +24,8 @@ use tokio::task::JoinHandle;
 use wormhole_transports::memory::MemoryListener;
 use wormhole_transports::{Connection, Listener, TransportError};
 
-use super::{ConnId, MailboxStore, MemoryStore, Relay, RelayConfig, RelayOutput};
+use super::shared::SharedStore;
+use super::{ConnId, MailboxChange, MailboxStore, MemoryStore, Relay, RelayConfig, RelayOutput};
 use crate::clock::{Clock, TokioClock};
 
 /// How often the relay prunes idle mailboxes (the Python server's 5 minutes).
@@ -119,6 +120,29 @@ pub fn spawn<S: MailboxStore + Send + 'static>(
     options: ServerOptions,
     clock: Arc<dyn Clock>,
 ) -> RelayHandle {
+    spawn_inner(listeners, store, None, options, clock)
+}
+
+/// Starts a relay, as [`spawn`], over a store that other relay processes share: besides the
+/// clients' commands, the relay follows the store's change feed ([`SharedStore::changes`]),
+/// so that its listeners get the messages added through the other processes.
+pub fn spawn_shared<S: SharedStore + Send + 'static>(
+    listeners: Vec<Box<dyn Listener>>,
+    store: S,
+    options: ServerOptions,
+    clock: Arc<dyn Clock>,
+) -> RelayHandle {
+    let changes = store.changes();
+    spawn_inner(listeners, store, Some(changes), options, clock)
+}
+
+fn spawn_inner<S: MailboxStore + Send + 'static>(
+    listeners: Vec<Box<dyn Listener>>,
+    store: S,
+    changes: Option<mpsc::UnboundedReceiver<MailboxChange>>,
+    options: ServerOptions,
+    clock: Arc<dyn Clock>,
+) -> RelayHandle {
     let url = listeners.first().map(|l| l.url()).unwrap_or_default();
     let (stop_tx, stop_rx) = oneshot::channel();
     let seed = options.seed.unwrap_or_else(|| {
@@ -127,7 +151,7 @@ pub fn spawn<S: MailboxStore + Send + 'static>(
         s
     });
     let relay = Relay::new(options.config.clone(), store, seed);
-    let task = tokio::spawn(run(relay, listeners, options, clock, stop_rx));
+    let task = tokio::spawn(run(relay, listeners, changes, options, clock, stop_rx));
     RelayHandle {
         url,
         stop: Some(stop_tx),
@@ -243,9 +267,20 @@ impl Outbox {
     }
 }
 
+/// The next change of a shared store's feed; never, without a feed.
+async fn next_change(
+    changes: &mut Option<mpsc::UnboundedReceiver<MailboxChange>>,
+) -> Option<MailboxChange> {
+    match changes {
+        Some(feed) => feed.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn run<S: MailboxStore>(
     mut relay: Relay<S>,
     listeners: Vec<Box<dyn Listener>>,
+    mut changes: Option<mpsc::UnboundedReceiver<MailboxChange>>,
     options: ServerOptions,
     clock: Arc<dyn Clock>,
     mut stop: oneshot::Receiver<()>,
@@ -306,6 +341,13 @@ async fn run<S: MailboxStore>(
                     }
                 }
             }
+            change = next_change(&mut changes) => match change {
+                Some(change) => relay.shared_change(change, clock.unix_time()),
+                None => {
+                    tracing::warn!("the shared store's change feed ended");
+                    changes = None;
+                }
+            },
             () = &mut prune => {
                 let pruned = relay.prune(clock.unix_time());
                 if pruned > 0 {

@@ -57,7 +57,7 @@ pub(super) fn find_available_nameplate(
     rng: &mut ChaCha20Rng,
     appid: &str,
 ) -> Result<Option<String>, StoreError> {
-    for (low, high) in [(1u32, 10u32), (10, 100), (100, 1000)] {
+    for (len, low, high) in [(1, 1u32, 10u32), (2, 10, 100), (3, 100, 1000)] {
         // Rejection sampling is uniform over the free ids and costs a few lookups while
         // the range is mostly free; when it keeps hitting taken ids, count exactly.
         for _ in 0..32 {
@@ -67,7 +67,7 @@ pub(super) fn find_available_nameplate(
             }
         }
         let taken: HashSet<u32> = tx
-            .nameplate_names(appid)?
+            .nameplate_names_of_len(appid, len)?
             .iter()
             .filter_map(|name| name.parse::<u32>().ok().filter(|n| n.to_string() == *name))
             .filter(|n| (low..high).contains(n))

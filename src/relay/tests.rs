@@ -1285,7 +1285,7 @@ fn store_failure_becomes_an_error_frame() {
             out,
             vec![
                 ack(None),
-                json!({"type": "error", "error": errors::INTERNAL, "orig": frame})
+                json!({"type": "error", "error": format!("{}: storage backend failed: disk on fire", errors::INTERNAL), "orig": frame})
             ]
         );
     }
@@ -1409,7 +1409,7 @@ fn fails_atomically(setup: impl Fn(&mut Harness<FailingStore>), frame: Value) ->
             out,
             vec![
                 ack(None),
-                json!({"type": "error", "error": errors::INTERNAL, "orig": frame})
+                json!({"type": "error", "error": format!("{}: storage backend failed: disk on fire", errors::INTERNAL), "orig": frame})
             ],
             "{frame}: failing at call {k}"
         );
