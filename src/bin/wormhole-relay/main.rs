@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! wormhole-relay [--listen 0.0.0.0:4000] [--motd TEXT] [--behind-proxy] ...
+//! wormhole-relay --store redis://127.0.0.1:6379/0   # several relay processes on one Redis
+//! wormhole-relay --db relay.sqlite                  # one process, state kept in a file
 //! wormhole-relay bench --url ws://127.0.0.1:4000/v1 --pairs 100 --duration 10 [--json]
 //! ```
 
@@ -19,8 +21,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use wormhole::clock::TokioClock;
-use wormhole::relay::server::{spawn, ServerOptions};
-use wormhole::relay::{MemoryStore, RelayConfig};
+use wormhole::relay::redis::{RedisOptions, RedisStore};
+use wormhole::relay::server::{spawn, spawn_shared, RelayHandle, ServerOptions};
+use wormhole::relay::{MemoryStore, RelayConfig, SqliteStore};
 use wormhole::transports::websocket::{
     raise_nofile_limit, DefaultHttpHandler, ServerTls, WebSocketListener, WebSocketOptions,
 };
@@ -89,6 +92,27 @@ struct ServeArgs {
     /// Bytes of frames that may wait for one connection before the relay drops it.
     #[arg(long, default_value_t = wormhole::relay::server::OUTBOX_BUDGET)]
     outbox_budget_bytes: usize,
+    /// Where the relay keeps nameplates, mailboxes and messages: `memory` (the default; lost
+    /// when the process stops), or `redis://[:PASSWORD@]HOST:PORT/DB` (Redis or Valkey):
+    /// any number of relay processes on one Redis serve as one relay, behind any TCP load
+    /// balancer.
+    #[arg(
+        long,
+        value_name = "memory|redis://HOST:PORT/DB",
+        default_value = "memory",
+        conflicts_with = "db"
+    )]
+    store: String,
+    /// Keep the state in this SQLite file (one process; it survives restarts).
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// With a Redis store: the prefix of every key (relays share state only with the same one).
+    #[arg(long, default_value = "wormhole")]
+    redis_prefix: String,
+    /// With a Redis store: milliseconds any call to Redis (and connecting) may take; a command
+    /// that hits it gets an `error` frame naming the cause.
+    #[arg(long, default_value_t = 2000)]
+    redis_timeout_ms: u64,
     /// Worker threads. The relay core is one task, so one thread (the default) avoids
     /// cross-thread wake-ups; it served the most exchanges per second on a 2-core machine
     /// shared with the load generator. More threads spread connection I/O over cores.
@@ -178,12 +202,30 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         send_timeout: Duration::from_secs(args.send_timeout.max(1)),
         outbox_budget: args.outbox_budget_bytes.max(args.max_frame_bytes),
     };
-    let relay = spawn(
-        vec![Box::new(listener)],
-        MemoryStore::default(),
-        options,
-        Arc::new(TokioClock::new()),
-    );
+    let listeners: Vec<Box<dyn Listener>> = vec![Box::new(listener)];
+    let clock = Arc::new(TokioClock::new());
+    let relay: RelayHandle = if let Some(path) = &args.db {
+        let store = SqliteStore::open(path)
+            .map_err(|e| format!("cannot open {}: {}", path.display(), error_chain(&e)))?;
+        tracing::info!(db = %path.display(), "store: SQLite");
+        spawn(listeners, store, options, clock)
+    } else if args.store == "memory" {
+        spawn(listeners, MemoryStore::default(), options, clock)
+    } else if args.store.starts_with("redis://") || args.store.starts_with("redis+unix://") {
+        let redis_options = RedisOptions {
+            prefix: args.redis_prefix.clone(),
+            timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
+            clock: clock.clone(),
+            ..RedisOptions::default()
+        };
+        let store = RedisStore::open(&args.store, redis_options)
+            .map_err(|e| format!("cannot use the Redis store: {}", error_chain(&e)))?;
+        tracing::info!(prefix = %args.redis_prefix, "store: Redis");
+        spawn_shared(listeners, store, options, clock)
+    } else {
+        // Not echoed: a mistyped URL may hold a password.
+        return Err("--store must be `memory` or a redis:// (or redis+unix://) URL".into());
+    };
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("wormhole-relay listening on {url}");
     tracing::info!(%url, "relay started");

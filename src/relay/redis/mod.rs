@@ -23,9 +23,10 @@
 //!
 //! # When Redis is unreachable
 //! A failed call drops the connection. The command fails with an error naming the cause
-//! (the client gets an `error` frame, its connection stays), and for
+//! (the client gets an `error` frame, its connection stays). After a timeout, for
 //! [`RedisOptions::reconnect_delay`] the following commands fail at once with the same cause
-//! instead of each waiting for a connection attempt; then the next command tries again.
+//! instead of each waiting out a connection attempt; then the next command tries again. A
+//! connection that went stale while idle (Redis restarted) is replaced once, silently.
 //!
 //! # Fan-out
 //! Every transaction that adds a message or deletes a mailbox also appends an entry to the
@@ -63,8 +64,8 @@ pub struct RedisOptions {
     pub timeout: Duration,
     /// How often a transaction that keeps conflicting runs before the command fails.
     pub max_attempts: u32,
-    /// After a failure, commands fail at once for this long before the store tries to
-    /// reconnect.
+    /// After a call timed out, commands fail at once for this long before the store tries to
+    /// reconnect (a refused connection is tried again at the next command).
     pub reconnect_delay: Duration,
     /// The change stream is trimmed to about this many entries (`XADD MAXLEN ~`). A relay
     /// that is cut off from Redis for longer than it takes to add this many messages gets a
@@ -181,15 +182,18 @@ impl RedisStore {
         if self.down.is_none() {
             tracing::warn!(error = %source, "relay store: lost Redis while {while_doing}");
         }
+        // Only a call that timed out (Redis unreachable without an answer: each try costs a
+        // whole timeout) holds off the next tries; a refused connection costs nothing to retry.
+        let delay = if source.is_timeout() {
+            self.options.reconnect_delay
+        } else {
+            Duration::ZERO
+        };
         let cause = Arc::new(Unreachable {
             while_doing,
             source,
         });
-        let until = self
-            .options
-            .clock
-            .now()
-            .saturating_add(self.options.reconnect_delay);
+        let until = self.options.clock.now().saturating_add(delay);
         self.down = Some((until, cause.clone()));
         StoreError::Database {
             what: "talking to Redis",
@@ -204,6 +208,9 @@ impl MailboxStore for RedisStore {
         work: &mut dyn FnMut(&mut dyn MailboxTables) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let attempts = self.options.max_attempts.max(1);
+        // A connection that sat idle may have died with the server it talked to (Redis
+        // restarted): its first failure before the commit is retried once on a new one.
+        let mut may_be_stale = self.con.is_some();
         for attempt in 1..=attempts {
             let keys = self.keys.clone();
             let max_len = self.options.stream_max_len;
@@ -211,10 +218,16 @@ impl MailboxStore for RedisStore {
             let mut tx = RedisTx::new(con, keys, max_len);
             let result = work(&mut tx);
             if let Some(failure) = tx.take_failure() {
-                // The rules saw the failure as an error of theirs; report it with its cause.
                 drop(tx);
+                if std::mem::take(&mut may_be_stale) && !failure.is_timeout() {
+                    tracing::debug!(error = %failure, "relay store: stale Redis connection, again");
+                    self.con = None;
+                    continue;
+                }
+                // The rules saw the failure as an error of theirs; report it with its cause.
                 return Err(self.went_down("reading", failure));
             }
+            may_be_stale = false;
             let value = match result {
                 Ok(value) => value,
                 Err(e) => {

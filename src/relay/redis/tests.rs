@@ -353,7 +353,7 @@ fn redis_down_answers_with_the_cause_and_recovers() {
         error.starts_with("internal server error:") && error.contains("Redis"),
         "{error}"
     );
-    // Within the reconnect delay: the same cause at once.
+    // Refused at once again (no delay after a refusal).
     let out = send(&mut relay, 1, json!({"type": "list"}));
     assert!(out[1].1["error"]
         .as_str()
