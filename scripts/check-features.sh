@@ -33,6 +33,8 @@ for f in "${COMBOS[@]}"; do
 done
 echo "features: default (cli), all targets"
 cargo check -q --workspace --all-targets
+echo "features: wormhole-sim with fault-injection"
+cargo check -q -p wormhole-sim --features fault-injection --all-targets
 
 echo "purity self-test: an injected tokio import and clock read must fail the check"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT

@@ -11,7 +11,7 @@
 //! replay already covered it, sends nothing.
 
 use super::store::{MailboxStore, StoredMessage};
-use super::{ConnId, Relay};
+use super::Relay;
 
 /// A change to a store shared by several relay processes, as the store's change feed reports
 /// it to every process (the one that made it included; such a repeat sends nothing).
@@ -98,16 +98,11 @@ impl<S: MailboxStore> Relay<S> {
             return;
         };
         if listeners.iter().all(|l| l.delivered == index) {
-            let conns: Vec<ConnId> = listeners
-                .iter_mut()
-                .map(|l| {
-                    l.delivered = index + 1;
-                    l.conn
-                })
-                .collect();
-            for conn in conns {
-                self.send_message(conn, stored, now);
+            for listener in listeners.iter_mut() {
+                listener.delivered = index + 1;
             }
+            // One frame shared by every listener.
+            self.broadcast_message(appid, mailbox, stored, now);
         } else {
             // Someone is behind (messages added by another process not heard of yet): send
             // each listener everything it misses, this message included, in order.

@@ -142,6 +142,12 @@ pub trait MailboxTables {
     }
     /// One nameplate, if it exists.
     fn nameplate(&self, appid: &str, name: &str) -> Result<Option<NameplateRecord>, StoreError>;
+    /// Whether a nameplate exists (a backend may answer this faster than [`nameplate`]).
+    ///
+    /// [`nameplate`]: MailboxTables::nameplate
+    fn has_nameplate(&self, appid: &str, name: &str) -> Result<bool, StoreError> {
+        Ok(self.nameplate(appid, name)?.is_some())
+    }
     /// Creates a nameplate with no sides, pointing at `mailbox_id` (replacing any old one).
     fn insert_nameplate(
         &mut self,
@@ -172,6 +178,12 @@ pub trait MailboxTables {
     fn mailbox_ids(&self, appid: &str) -> Result<Vec<String>, StoreError>;
     /// One mailbox, if it exists.
     fn mailbox(&self, appid: &str, id: &str) -> Result<Option<MailboxRecord>, StoreError>;
+    /// Whether a mailbox exists (a backend may answer this faster than [`mailbox`]).
+    ///
+    /// [`mailbox`]: MailboxTables::mailbox
+    fn has_mailbox(&self, appid: &str, id: &str) -> Result<bool, StoreError> {
+        Ok(self.mailbox(appid, id)?.is_some())
+    }
     /// Creates an empty mailbox with no sides (replacing any old one).
     fn insert_mailbox(
         &mut self,
@@ -237,4 +249,23 @@ pub trait MailboxStore {
         &mut self,
         work: &mut dyn FnMut(&mut dyn MailboxTables) -> Result<T, StoreError>,
     ) -> Result<T, StoreError>;
+
+    /// Opens a batch (a group commit). The transactions until [`end_batch`] still each apply
+    /// or roll back as a unit, but a durable backend may defer making them durable to
+    /// `end_batch`, so their effects must not be shown to anyone before it returns `Ok` (the
+    /// relay holds back its replies; see [`Relay::begin_batch`](super::Relay::begin_batch)).
+    /// The default does nothing: every transaction commits by itself.
+    ///
+    /// [`end_batch`]: MailboxStore::end_batch
+    fn begin_batch(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Closes the batch: every transaction since [`begin_batch`] is committed, durably for a
+    /// durable backend. On `Err`, a backend that deferred them has lost all of them.
+    ///
+    /// [`begin_batch`]: MailboxStore::begin_batch
+    fn end_batch(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

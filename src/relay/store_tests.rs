@@ -196,9 +196,40 @@ pub(super) fn tables_behave<S: MailboxStore>(mut store: S) {
     });
 }
 
+/// Inside a batch, a failing transaction still rolls back alone; the others commit at the end.
+fn batches_behave<S: MailboxStore>(mut store: S) {
+    tx(&mut store, |t| t.insert_mailbox("a", "m", false, 1.0));
+    store.begin_batch().expect("batch");
+    tx(&mut store, |t| {
+        t.add_message("a", "m", msg("s", "A", 2.0, None))
+    });
+    let failed = store.transaction(&mut |t| -> Result<(), StoreError> {
+        t.add_message("a", "m", msg("s", "B", 3.0, None))?;
+        t.touch_mailbox("a", "m", 3.0)?;
+        Err(StoreError::Backend("refused".into()))
+    });
+    assert!(failed.is_err());
+    tx(&mut store, |t| {
+        t.add_message("a", "m", msg("s", "C", 4.0, None))
+    });
+    store.end_batch().expect("commit");
+    let (phases, updated) = tx(&mut store, |t| {
+        let phases: Vec<String> = t.messages("a", "m")?.into_iter().map(|m| m.phase).collect();
+        Ok((phases, t.mailbox("a", "m")?.map(|m| m.updated)))
+    });
+    assert_eq!(phases, ["A", "C"]);
+    assert_eq!(updated, Some(1.0));
+    // Transactions after the batch commit by themselves again.
+    tx(&mut store, |t| {
+        t.add_message("a", "m", msg("s", "D", 5.0, None))
+    });
+    assert_eq!(tx(&mut store, |t| t.messages("a", "m")).len(), 3);
+}
+
 #[test]
 fn memory_store_tables_behave() {
     tables_behave(MemoryStore::default());
+    batches_behave(MemoryStore::default());
 }
 
 /// A random but valid-looking command for a relay with few app ids, sides, nameplates and
@@ -288,8 +319,12 @@ mod sqlite {
     #[test]
     fn sqlite_store_tables_behave() {
         tables_behave(SqliteStore::in_memory().expect("in-memory database"));
+        batches_behave(SqliteStore::in_memory().expect("in-memory database"));
         let path = temp_db("tables");
         tables_behave(SqliteStore::open(&path).expect("database file"));
+        let path2 = temp_db("batches");
+        batches_behave(SqliteStore::open(&path2).expect("database file"));
+        let _ = std::fs::remove_dir_all(path2.parent().unwrap_or(&path2));
         let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
     }
 
@@ -319,6 +354,22 @@ mod sqlite {
     }
 
     impl Either {
+        fn drain(&mut self) -> Vec<RelayOutput> {
+            match self {
+                Either::Memory(r) => std::iter::from_fn(|| r.poll_output()).collect(),
+                Either::Sqlite(r) => std::iter::from_fn(|| r.poll_output()).collect(),
+            }
+        }
+
+        fn batch(&mut self, open: bool) {
+            match (self, open) {
+                (Either::Memory(r), true) => r.begin_batch(),
+                (Either::Memory(r), false) => r.end_batch(),
+                (Either::Sqlite(r), true) => r.begin_batch(),
+                (Either::Sqlite(r), false) => r.end_batch(),
+            }
+        }
+
         fn apply(&mut self, action: u32, conn: ConnId, frame: &str, now: f64) -> Vec<RelayOutput> {
             fn go<S: MailboxStore>(
                 r: &mut Relay<S>,
@@ -351,12 +402,33 @@ mod sqlite {
         for step in 0..steps {
             now += rng.gen_range(0.0..2.0);
             let conn = rng.gen_range(0..12u64);
-            let action = rng.gen_range(0..40u32);
+            let mut action = rng.gen_range(0..40u32);
             let frame = random_frame(&mut rng);
+            // Every few steps, a batch of a few inputs (as the runner makes them); its outputs
+            // come out at its end. Prune only outside batches.
+            let batch = rng.gen_bool(0.2);
+            if batch {
+                relays.iter_mut().for_each(|r| r.batch(true));
+                if action == 2 {
+                    action = 3;
+                }
+            }
             let a = relays[0].apply(action, conn, &frame, now);
             let b = relays[1].apply(action, conn, &frame, now);
             assert_eq!(a, b, "step {step}: {frame}");
-            compared += a.len();
+            if batch {
+                assert!(a.is_empty(), "nothing comes out of an open batch");
+                let extra = random_frame(&mut rng);
+                let a = relays[0].apply(3, conn, &extra, now);
+                let b = relays[1].apply(3, conn, &extra, now);
+                assert!(a.is_empty() && b.is_empty());
+                relays.iter_mut().for_each(|r| r.batch(false));
+            }
+            let a2 = relays[0].drain();
+            let b2 = relays[1].drain();
+            assert_eq!(a2, b2, "step {step}: {frame}");
+            assert!(batch || a2.is_empty());
+            compared += a.len() + a2.len();
         }
         compared
     }

@@ -15,7 +15,9 @@ use rand::{Rng, RngCore};
 use rand_chacha::ChaCha20Rng;
 
 use super::errors;
-use super::store::{MailboxSide, MailboxTables, NameplateRecord, NameplateSide, StoreError};
+use super::store::{
+    MailboxRecord, MailboxSide, MailboxTables, NameplateRecord, NameplateSide, StoreError,
+};
 
 /// What the rules decided: go ahead with a `T`, or refuse with this error text (after the
 /// rows written so far are committed).
@@ -60,9 +62,9 @@ pub(super) fn find_available_nameplate(
     for (len, low, high) in [(1, 1u32, 10u32), (2, 10, 100), (3, 100, 1000)] {
         // Rejection sampling is uniform over the free ids and costs a few lookups while
         // the range is mostly free; when it keeps hitting taken ids, count exactly.
-        for _ in 0..32 {
+        for _ in 0..8 {
             let candidate = rng.gen_range(low..high).to_string();
-            if tx.nameplate(appid, &candidate)?.is_none() {
+            if !tx.has_nameplate(appid, &candidate)? {
                 return Ok(Some(candidate));
             }
         }
@@ -83,7 +85,7 @@ pub(super) fn find_available_nameplate(
     }
     for _ in 0..1000 {
         let candidate = rng.gen_range(1000u32..1_000_000).to_string();
-        if tx.nameplate(appid, &candidate)?.is_none() {
+        if !tx.has_nameplate(appid, &candidate)? {
             return Ok(Some(candidate));
         }
     }
@@ -101,7 +103,7 @@ fn new_mailbox_id(
         let mut bytes = [0u8; 8];
         rng.fill_bytes(&mut bytes);
         let id = base32_lower(&bytes);
-        if tx.mailbox(appid, &id)?.is_none() {
+        if !tx.has_mailbox(appid, &id)? {
             return Ok(id);
         }
     }
@@ -194,7 +196,7 @@ pub(super) fn ensure_mailbox(
     for_nameplate: bool,
     now: f64,
 ) -> Result<(), StoreError> {
-    if tx.mailbox(appid, id)?.is_none() {
+    if !tx.has_mailbox(appid, id)? {
         tx.insert_mailbox(appid, id, for_nameplate, now)?;
     }
     Ok(())
@@ -209,10 +211,17 @@ pub(super) fn open_mailbox(
     side: &str,
     now: f64,
 ) -> Result<Opened, StoreError> {
-    ensure_mailbox(tx, appid, id, false, now)?;
-    let record = tx
-        .mailbox(appid, id)?
-        .ok_or_else(|| StoreError::NotFound(format!("mailbox {id} of app {appid}")))?;
+    let record = match tx.mailbox(appid, id)? {
+        Some(record) => record,
+        None => {
+            tx.insert_mailbox(appid, id, false, now)?;
+            MailboxRecord {
+                for_nameplate: false,
+                updated: now,
+                sides: Vec::new(),
+            }
+        }
+    };
     let mut sides = record.sides.len();
     if !record.sides.iter().any(|row| row.side == side) {
         tx.put_mailbox_side(

@@ -62,3 +62,14 @@ impl Acceptor for tokio::net::TcpListener {
         tokio::net::TcpListener::local_addr(self)
     }
 }
+
+#[async_trait]
+impl<A: Acceptor + ?Sized> Acceptor for Box<A> {
+    async fn accept(&mut self) -> io::Result<(BoxedStream, SocketAddr)> {
+        (**self).accept().await
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        (**self).local_addr()
+    }
+}

@@ -2,20 +2,21 @@
 
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::{parse_ws_url, WebSocketOptions};
+use crate::net::Dialer;
 use crate::{Connection, PeerInfo, TransportError};
 
 pub use crate::net::{AsyncStream, BoxedStream};
@@ -188,6 +189,23 @@ impl Connection for WebSocketConnection {
         self.ws.flush().await.map_err(map_ws_error)
     }
 
+    async fn send_shared(&mut self, frames: Vec<Arc<str>>) -> Result<(), TransportError> {
+        if self.finished {
+            return Err(TransportError::Closed);
+        }
+        // Every frame is buffered, then one flush writes them all: one system call for all the
+        // frames of a relay's turn (see `tungstenite_config`).
+        for frame in frames {
+            let text = Utf8Bytes::try_from(Bytes::from_owner(SharedText(frame)))
+                .map_err(|_| TransportError::Protocol("frame is not UTF-8".into()))?;
+            self.ws
+                .feed(Message::Text(text))
+                .await
+                .map_err(map_ws_error)?;
+        }
+        self.ws.flush().await.map_err(map_ws_error)
+    }
+
     async fn recv(&mut self) -> Result<Option<String>, TransportError> {
         // Cancel safety: all state lives in `self`; `StreamExt::next` on a WebSocketStream is
         // cancel-safe (tungstenite keeps partial frames in its own buffer), and dropping the
@@ -274,8 +292,22 @@ impl Connection for WebSocketConnection {
         timeout(CLOSE_TIMEOUT, closing).await.unwrap_or(Ok(()))
     }
 
+    fn kind(&self) -> &'static str {
+        "websocket"
+    }
+
     fn peer(&self) -> PeerInfo {
         self.peer.clone()
+    }
+}
+
+/// Shared text as the owner of a `Bytes`, so a broadcast is not copied per connection before
+/// it is framed.
+struct SharedText(Arc<str>);
+
+impl AsRef<[u8]> for SharedText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 }
 
@@ -286,10 +318,12 @@ fn unreachable(url: &str, reason: impl Into<String>) -> TransportError {
     }
 }
 
-/// Opens a client connection: TCP (+ TLS for `wss://`) and the WebSocket handshake.
+/// Opens a client connection: a stream from `dialer` (+ TLS for `wss://`) and the WebSocket
+/// handshake.
 pub(crate) async fn connect(
     url: &str,
     options: &WebSocketOptions,
+    dialer: &dyn Dialer,
     #[cfg(feature = "tls")] tls: &super::ClientTls,
 ) -> Result<WebSocketConnection, TransportError> {
     let parsed = parse_ws_url(url)?;
@@ -307,18 +341,12 @@ pub(crate) async fn connect(
             reason: e.to_string(),
         })?;
     let deadline = Instant::now() + options.handshake_timeout;
-    let tcp = match timeout_at(
-        deadline,
-        TcpStream::connect((parsed.host.as_str(), parsed.port)),
-    )
-    .await
-    {
+    // The dialer sets TCP_NODELAY where it applies (frames are small and latency-bound).
+    let tcp = match timeout_at(deadline, dialer.dial(parsed.host.as_str(), parsed.port)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => return Err(unreachable(url, e.to_string())),
         Err(_) => return Err(unreachable(url, "timed out connecting")),
     };
-    // Frames are small and latency-bound: no Nagle.
-    let _ = tcp.set_nodelay(true);
     let stream: BoxedStream = if parsed.secure {
         #[cfg(feature = "tls")]
         {
@@ -330,10 +358,10 @@ pub(crate) async fn connect(
         }
         #[cfg(not(feature = "tls"))]
         {
-            Box::new(tcp)
+            tcp
         }
     } else {
-        Box::new(tcp)
+        tcp
     };
     client_handshake(stream, url, options, deadline).await
 }

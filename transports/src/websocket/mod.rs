@@ -53,8 +53,11 @@ pub use self::server::{
 pub use self::tls::{ClientTls, ServerTls, TlsError};
 pub use self::url::{parse_ws_url, WsUrl};
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
+use crate::net::{Dialer, TcpDialer};
 #[allow(unused_imports)] // for intra-doc links
 use crate::Listener;
 use crate::{Connection, Transport, TransportError};
@@ -64,6 +67,9 @@ pub const DEFAULT_SERVER_HEADER: &str = concat!("wormhole-relay ", env!("CARGO_P
 
 /// The body of the answer to a plain `GET /`, as the Python mailbox server sends it.
 pub const BANNER: &str = "Wormhole Relay\n";
+
+/// Bytes of frames fed to a WebSocket that are buffered until a flush.
+const WRITE_BUFFER: usize = 64 * 1024;
 
 /// The largest HTTP request head (request line and headers) the relay reads.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
@@ -178,10 +184,13 @@ impl WebSocketOptions {
         let hard = self.hard_frame_limit();
         tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .read_buffer_size(self.read_buffer_size.max(64))
-            // Write every frame straight through: no buffer kept per connection.
-            .write_buffer_size(0)
+            // Frames fed before a flush are written together, in one system call (a relay
+            // answers one turn's frames so); `send` flushes every frame at once. The buffer
+            // is the same either way: tungstenite keeps one `Vec` per connection that grows
+            // to the largest burst written.
+            .write_buffer_size(WRITE_BUFFER)
             // Bounded, yet room for one frame of the hard limit (must exceed write_buffer_size).
-            .max_write_buffer_size(hard.saturating_add(64 * 1024))
+            .max_write_buffer_size(hard.saturating_add(2 * WRITE_BUFFER))
             .max_message_size(Some(hard))
             .max_frame_size(Some(hard))
     }
@@ -190,12 +199,20 @@ impl WebSocketOptions {
 /// Opens WebSocket connections to `ws://` (and, with the `tls` feature, `wss://`) relay URLs.
 ///
 /// `wss://` trusts Mozilla's root certificates, plus any extra CA given with
-/// [`with_tls`](WebSocketTransport::with_tls).
-#[derive(Debug, Clone, Default)]
+/// [`with_tls`](WebSocketTransport::with_tls). Streams come from a [`Dialer`]: real TCP
+/// ([`TcpDialer`]) unless another is given with [`with_dialer`](WebSocketTransport::with_dialer).
+#[derive(Debug, Clone)]
 pub struct WebSocketTransport {
     options: WebSocketOptions,
+    dialer: Arc<dyn Dialer>,
     #[cfg(feature = "tls")]
     tls: ClientTls,
+}
+
+impl Default for WebSocketTransport {
+    fn default() -> Self {
+        WebSocketTransport::new(WebSocketOptions::default())
+    }
 }
 
 impl WebSocketTransport {
@@ -203,9 +220,18 @@ impl WebSocketTransport {
     pub fn new(options: WebSocketOptions) -> Self {
         WebSocketTransport {
             options,
+            dialer: Arc::new(TcpDialer),
             #[cfg(feature = "tls")]
             tls: ClientTls::default(),
         }
+    }
+
+    /// Opens streams with `dialer` instead of real TCP (e.g. a simulator's network, or a
+    /// proxy). The connect, TLS and WebSocket handshakes keep their deadline
+    /// ([`WebSocketOptions::handshake_timeout`]).
+    pub fn with_dialer(mut self, dialer: Arc<dyn Dialer>) -> Self {
+        self.dialer = dialer;
+        self
     }
 
     /// Uses this TLS client configuration for `wss://` (e.g. one that trusts a private CA:
@@ -232,6 +258,7 @@ impl WebSocketTransport {
         conn::connect(
             url,
             &self.options,
+            &*self.dialer,
             #[cfg(feature = "tls")]
             &self.tls,
         )

@@ -22,6 +22,7 @@ use super::http::{
     read_head, response_bytes, write_and_close, HeadError, HttpRequest, HttpRoute, RequestHead,
 };
 use super::WebSocketOptions;
+use crate::net::Acceptor;
 use crate::{Connection, Listener, PeerInfo, TransportError};
 
 /// Listen backlog: large, so that bursts of connections are queued rather than refused.
@@ -347,14 +348,24 @@ impl WebSocketListener {
         Self::start(listener, options, http, Some(tls))
     }
 
-    fn start(
-        listener: TcpListener,
+    /// Accepts on any [`Acceptor`] (e.g. a simulator's TCP listener), with a custom handler
+    /// for non-WebSocket HTTP requests. Must be called within a tokio runtime.
+    pub fn from_acceptor(
+        acceptor: Box<dyn Acceptor>,
+        options: WebSocketOptions,
+        http: Arc<dyn HttpHandler>,
+    ) -> Result<Self, TransportError> {
+        Self::start(acceptor, options, http, None)
+    }
+
+    fn start<A: Acceptor>(
+        listener: A,
         options: WebSocketOptions,
         http: Arc<dyn HttpHandler>,
         tls: MaybeTls,
     ) -> Result<Self, TransportError> {
         require_runtime()?;
-        let local_addr = listener.local_addr()?;
+        let local_addr = Acceptor::local_addr(&listener)?;
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         let secure = tls.is_some();
         let task = tokio::spawn(accept_loop(listener, Arc::new(options), http, tls, tx));
@@ -383,8 +394,8 @@ fn require_runtime() -> Result<(), TransportError> {
         .map_err(|e| TransportError::Io(io::Error::other(e)))
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+async fn accept_loop<A: Acceptor>(
+    mut listener: A,
     options: Arc<WebSocketOptions>,
     http: Arc<dyn HttpHandler>,
     tls: MaybeTls,
@@ -392,12 +403,13 @@ async fn accept_loop(
 ) {
     loop {
         let accepted = tokio::select! {
+            biased;
             _ = tx.closed() => return,
             r = listener.accept() => r,
         };
         match accepted {
+            // The acceptor sets TCP_NODELAY where it applies.
             Ok((tcp, peer)) => {
-                let _ = tcp.set_nodelay(true);
                 let options = Arc::clone(&options);
                 let http = Arc::clone(&http);
                 let tx = tx.clone();

@@ -1,0 +1,387 @@
+//! Scenarios and the parameters each seed draws for them (swarm testing: every seed draws
+//! whether it is calm or stormy, then its latencies, timings and faults).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use wormhole::SchedulePreset;
+
+/// The scenarios, each run once per seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scenario {
+    /// Both sides exchange messages over WebSocket; latency only.
+    Happy,
+    /// Heavy random latency and short outages (segments held, then delivered late).
+    Latency,
+    /// Partitions between clients and the relay in the middle of the exchange, then repair:
+    /// the clients notice (keepalive) and reconnect on their schedule.
+    Partition,
+    /// The relay host crashes mid-exchange and restarts with its durable store.
+    RelayCrash,
+    /// The receiver arrives about ten minutes late; long-lived schedule.
+    LatePeer,
+    /// The receiver arrives days later while the sender is offline for most of that time;
+    /// the relay keeps mailboxes for a week.
+    LatePeerDays,
+    /// The receiver types a wrong code: both sides fail with the same error.
+    WrongCode,
+    /// A third party claims the nameplate.
+    Crowded,
+    /// Nobody comes: the hard timeout fires at its deadline.
+    Timeout,
+}
+
+impl Scenario {
+    /// Every scenario, in run order.
+    pub const ALL: [Scenario; 9] = [
+        Scenario::Happy,
+        Scenario::Latency,
+        Scenario::Partition,
+        Scenario::RelayCrash,
+        Scenario::LatePeer,
+        Scenario::LatePeerDays,
+        Scenario::WrongCode,
+        Scenario::Crowded,
+        Scenario::Timeout,
+    ];
+
+    /// The scenario's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Happy => "happy",
+            Scenario::Latency => "latency",
+            Scenario::Partition => "partition",
+            Scenario::RelayCrash => "relay-crash",
+            Scenario::LatePeer => "late-peer",
+            Scenario::LatePeerDays => "late-peer-days",
+            Scenario::WrongCode => "wrong-code",
+            Scenario::Crowded => "crowded",
+            Scenario::Timeout => "timeout",
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Scenario {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Scenario, String> {
+        Scenario::ALL
+            .into_iter()
+            .find(|sc| sc.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                format!(
+                    "unknown scenario {s:?}; expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// Which link a network fault cuts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// alice ↔ relay.
+    Alice,
+    /// bob ↔ relay.
+    Bob,
+    /// both clients ↔ relay.
+    Both,
+}
+
+impl Target {
+    /// The client hosts concerned.
+    pub fn hosts(self) -> &'static [&'static str] {
+        match self {
+            Target::Alice => &["alice"],
+            Target::Bob => &["bob"],
+            Target::Both => &["alice", "bob"],
+        }
+    }
+}
+
+/// A fault, timed from the moment the clients concerned were first connected (so a client's
+/// very first connection, whose failure is reported at once by design, is never hit).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NetFault {
+    /// Segments are dropped both ways (the connection stalls until the keepalive notices).
+    Partition {
+        /// Which link.
+        target: Target,
+        /// Start, after the anchor.
+        at: Duration,
+        /// How long.
+        lasting: Duration,
+    },
+    /// Segments are held, then delivered late (a short outage that TCP rides out).
+    Hold {
+        /// Which link.
+        target: Target,
+        /// Start, after the anchor.
+        at: Duration,
+        /// How long.
+        lasting: Duration,
+    },
+    /// The relay host crashes and restarts with its store.
+    CrashRelay {
+        /// Crash, after the anchor.
+        at: Duration,
+        /// Down for.
+        lasting: Duration,
+    },
+}
+
+impl fmt::Display for NetFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetFault::Partition {
+                target,
+                at,
+                lasting,
+            } => {
+                write!(f, "partition {target:?} at +{at:.3?} for {lasting:.3?}")
+            }
+            NetFault::Hold {
+                target,
+                at,
+                lasting,
+            } => {
+                write!(f, "hold {target:?} at +{at:.3?} for {lasting:.3?}")
+            }
+            NetFault::CrashRelay { at, lasting } => {
+                write!(f, "crash relay at +{at:.3?} for {lasting:.3?}")
+            }
+        }
+    }
+}
+
+/// Everything a run depends on, drawn from (scenario, seed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// The seed.
+    pub seed: u64,
+    /// Swarm testing: stormy seeds get harsher latencies and more faults.
+    pub stormy: bool,
+    /// turmoil's tick.
+    pub tick: Duration,
+    /// Simulated time limit of the run.
+    pub limit: Duration,
+    /// Message latency range.
+    pub latency: (Duration, Duration),
+    /// The clients' schedule preset (with its timeout unless `timeout` says otherwise).
+    pub preset: SchedulePreset,
+    /// The clients' hard timeout.
+    pub timeout: Duration,
+    /// How long bob waits after the code is known before he types it.
+    pub bob_delay: Duration,
+    /// alice's messages; bob's messages.
+    pub messages: (usize, usize),
+    /// Pause before each message a side sends.
+    pub gap: Duration,
+    /// Network and host faults.
+    pub faults: Vec<NetFault>,
+    /// bob types a wrong code.
+    pub wrong_code: bool,
+    /// A third party claims the nameplate this long after the code is known.
+    pub mallory: Option<Duration>,
+    /// The relay's mailbox expiry (seconds).
+    pub expiry_secs: f64,
+}
+
+const MS: fn(u64) -> Duration = Duration::from_millis;
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+fn ms_between(rng: &mut ChaCha8Rng, lo: u64, hi: u64) -> Duration {
+    MS(rng.gen_range(lo..=hi))
+}
+
+/// A stable 64-bit hash of a name (FNV-1a), to give each scenario its own stream per seed.
+fn fnv(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl Params {
+    /// The parameters of `scenario` for `seed`.
+    pub fn draw(scenario: Scenario, seed: u64) -> Params {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ fnv(scenario.name()));
+        let stormy = rng.gen_bool(0.5);
+        let latency = if stormy {
+            let lo = rng.gen_range(0..=100);
+            (MS(lo), MS(lo + rng.gen_range(0..=600)))
+        } else {
+            (MS(1), ms_between(&mut rng, 1, 20))
+        };
+        let mut p = Params {
+            scenario,
+            seed,
+            stormy,
+            tick: MS(10),
+            limit: SECS(20 * 60),
+            latency,
+            preset: SchedulePreset::FaceToFace,
+            timeout: SchedulePreset::FaceToFace.timeout(),
+            bob_delay: if stormy {
+                ms_between(&mut rng, 0, 20_000)
+            } else {
+                ms_between(&mut rng, 0, 3_000)
+            },
+            messages: (rng.gen_range(1..=3), rng.gen_range(1..=3)),
+            gap: ms_between(&mut rng, 0, 2_000),
+            faults: Vec::new(),
+            wrong_code: false,
+            mallory: None,
+            expiry_secs: 11.0 * 60.0,
+        };
+        match scenario {
+            Scenario::Happy => {}
+            Scenario::Latency => {
+                let lo = rng.gen_range(0..=300);
+                p.latency = (MS(lo), MS(lo + rng.gen_range(0..=1_500)));
+                let holds = rng.gen_range(if stormy { 1..=4 } else { 0..=1 });
+                let mut at = Duration::ZERO;
+                for _ in 0..holds {
+                    at += ms_between(&mut rng, 0, 8_000);
+                    let lasting = ms_between(&mut rng, 100, 10_000);
+                    p.faults.push(NetFault::Hold {
+                        target: target(&mut rng),
+                        at,
+                        lasting,
+                    });
+                    at += lasting;
+                }
+            }
+            Scenario::Partition => {
+                let n = rng.gen_range(if stormy { 1..=3 } else { 1..=1 });
+                let mut at = Duration::ZERO;
+                for _ in 0..n {
+                    at += ms_between(&mut rng, 0, 10_000);
+                    let lasting = ms_between(&mut rng, 200, 90_000);
+                    p.faults.push(NetFault::Partition {
+                        target: target(&mut rng),
+                        at,
+                        lasting,
+                    });
+                    at += lasting;
+                }
+            }
+            Scenario::RelayCrash => {
+                let n = rng.gen_range(if stormy { 1..=2 } else { 1..=1 });
+                let mut at = Duration::ZERO;
+                for _ in 0..n {
+                    at += ms_between(&mut rng, 0, 5_000);
+                    let lasting = ms_between(&mut rng, 10, 60_000);
+                    p.faults.push(NetFault::CrashRelay { at, lasting });
+                    at += lasting;
+                }
+            }
+            Scenario::LatePeer => {
+                p.tick = MS(100);
+                p.limit = SECS(3 * 3600);
+                p.preset = SchedulePreset::LongLived;
+                p.timeout = SchedulePreset::LongLived.timeout();
+                p.bob_delay = SECS(600) + ms_between(&mut rng, 0, 120_000);
+                if stormy {
+                    p.faults.push(NetFault::Partition {
+                        target: Target::Alice,
+                        at: ms_between(&mut rng, 1_000, 400_000),
+                        lasting: ms_between(&mut rng, 1_000, 300_000),
+                    });
+                }
+            }
+            Scenario::LatePeerDays => {
+                // A coarse tick (a connection attempt takes ~4 ticks and must fit the
+                // driver's 15 s connect timeout) keeps days of idle time cheap.
+                p.tick = SECS(2);
+                p.latency = (MS(1), MS(1));
+                p.limit = SECS(4 * 86_400);
+                p.preset = SchedulePreset::LongLived;
+                p.timeout = SchedulePreset::LongLived.timeout();
+                p.expiry_secs = 7.0 * 86_400.0;
+                p.gap = Duration::ZERO;
+                let day = 86_400_000;
+                p.bob_delay = ms_between(&mut rng, day, 2 * day);
+                // alice goes offline right after sharing the code, until some time around
+                // bob's arrival.
+                let back = p.bob_delay.as_millis() as u64 + rng.gen_range(0..=day / 2);
+                p.faults.push(NetFault::Partition {
+                    target: Target::Alice,
+                    at: SECS(30),
+                    lasting: MS(back.saturating_sub(day / 4)),
+                });
+            }
+            Scenario::WrongCode => p.wrong_code = true,
+            Scenario::Crowded => {
+                p.timeout = SECS(60);
+                p.mallory = Some(ms_between(&mut rng, 0, 5_000));
+            }
+            Scenario::Timeout => {
+                p.timeout = ms_between(&mut rng, 5_000, 120_000);
+                p.limit = SECS(10 * 60);
+                if stormy {
+                    // alice's link is cut around her deadline.
+                    let before = ms_between(&mut rng, 0, 4_000);
+                    p.faults.push(NetFault::Partition {
+                        target: Target::Alice,
+                        at: p.timeout.saturating_sub(before),
+                        lasting: ms_between(&mut rng, 100, 60_000),
+                    });
+                }
+            }
+        }
+        p
+    }
+}
+
+fn target(rng: &mut ChaCha8Rng) -> Target {
+    match rng.gen_range(0..3) {
+        0 => Target::Alice,
+        1 => Target::Bob,
+        _ => Target::Both,
+    }
+}
+
+impl fmt::Display for Params {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} seed {}: {}, tick {:?}, latency {:?}..{:?}, {} (timeout {:?}), bob after {:?}, messages {}+{}, gap {:?}",
+            self.scenario,
+            self.seed,
+            if self.stormy { "stormy" } else { "calm" },
+            self.tick,
+            self.latency.0,
+            self.latency.1,
+            self.preset,
+            self.timeout,
+            self.bob_delay,
+            self.messages.0,
+            self.messages.1,
+            self.gap,
+        )?;
+        if self.wrong_code {
+            write!(f, ", wrong code")?;
+        }
+        if let Some(m) = self.mallory {
+            write!(f, ", third party after {m:?}")?;
+        }
+        if self.expiry_secs != 11.0 * 60.0 {
+            write!(f, ", relay keeps mailboxes {} s", self.expiry_secs)?;
+        }
+        for fault in &self.faults {
+            write!(f, ", {fault}")?;
+        }
+        Ok(())
+    }
+}

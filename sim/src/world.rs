@@ -1,0 +1,503 @@
+//! One run: the relay host and the client hosts on turmoil, running the production code, and
+//! the fault timeline.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use wormhole::relay::server::{spawn, ServerOptions};
+use wormhole::relay::RelayConfig;
+use wormhole::{Code, Error, Wormhole};
+use wormhole_transports::websocket::{
+    DefaultHttpHandler, WebSocketListener, WebSocketOptions, WebSocketTransport,
+};
+
+use crate::clock::{SimClock, EPOCH_SECS};
+use crate::net::{TurmoilAcceptor, TurmoilDialer};
+use crate::params::{NetFault, Params, Scenario};
+use crate::record::{Log, RecordingTransport, What};
+use crate::store::SharedStore;
+
+/// The app id every client uses.
+pub const APPID: &str = "sim.example/wormhole";
+/// The relay's port.
+pub const RELAY_PORT: u16 = 4000;
+/// The relay URL the clients use.
+pub const RELAY_URL: &str = "ws://relay:4000/v1";
+/// How long a client waits for its driver's tasks to end after it is done.
+pub const TASK_GRACE: Duration = Duration::from_secs(10);
+
+/// Deliberate faults for the clients (the `fault-injection` feature of `wormhole`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientFaults {
+    /// Do not re-send un-echoed adds after a reconnect.
+    pub forget_unechoed: bool,
+    /// Read the schedule one step early.
+    pub schedule_off_by_one: bool,
+}
+
+/// How one client ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// When it started (simulated time).
+    pub started: Duration,
+    /// When its exchange ended (success or error).
+    pub ended: Duration,
+    /// The messages it received, in order.
+    pub received: Vec<Vec<u8>>,
+    /// `Ok` or the error that ended it.
+    pub result: Result<(), Error>,
+    /// Tasks of its runtime still alive [`TASK_GRACE`] after it closed.
+    pub tasks_left: usize,
+}
+
+/// What the clients share through the simulation (the code shown by alice, read by the others).
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// alice's code, once allocated.
+    pub code: Option<Code>,
+    /// When it became known.
+    pub code_at: Option<Duration>,
+    /// Each client's outcome.
+    pub outcomes: Vec<(String, Outcome)>,
+}
+
+/// Everything a finished run leaves for the checks.
+#[derive(Debug)]
+pub struct RunData {
+    /// The parameters.
+    pub params: Params,
+    /// The log.
+    pub log: Log,
+    /// Client outcomes (alice, bob, mallory as they took part).
+    pub outcomes: Vec<(String, Outcome)>,
+    /// The relay's store at the end.
+    pub store: SharedStore,
+    /// Simulated time covered.
+    pub elapsed: Duration,
+    /// turmoil's verdict if the run did not complete.
+    pub sim_error: Option<String>,
+    /// The messages each client sent: alice's, bob's.
+    pub sent: (Vec<Vec<u8>>, Vec<Vec<u8>>),
+}
+
+/// A 32-byte seed for `what`, derived from the run's seed.
+pub fn derive_seed(seed: u64, what: &str) -> [u8; 32] {
+    let mut base = [0u8; 32];
+    base[..8].copy_from_slice(&seed.to_le_bytes());
+    for (i, b) in what.bytes().enumerate() {
+        base[8 + i % 24] ^= b.rotate_left((i / 24) as u32);
+    }
+    let mut rng = ChaCha20Rng::from_seed(base);
+    let mut out = [0u8; 32];
+    rng.fill_bytes(&mut out);
+    out
+}
+
+/// The messages a side sends.
+pub fn messages(who: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| format!("{who}'s message {i}").into_bytes())
+        .collect()
+}
+
+struct ClientSpec {
+    who: &'static str,
+    params: Params,
+    faults: ClientFaults,
+    log: Log,
+    shared: Rc<RefCell<Shared>>,
+}
+
+impl ClientSpec {
+    fn wormhole(&self, timeout: Duration) -> Wormhole {
+        let ws = WebSocketTransport::new(WebSocketOptions::default())
+            .with_dialer(Arc::new(TurmoilDialer));
+        let transport = RecordingTransport::new(Arc::new(ws), self.log.clone(), self.who);
+        let w = Wormhole::new(APPID, RELAY_URL)
+            .with_transport(Arc::new(transport))
+            .with_clock(Arc::new(SimClock))
+            .with_seed(derive_seed(self.params.seed, self.who))
+            .with_preset(self.params.preset)
+            .with_timeout(Some(timeout));
+        #[cfg(feature = "fault-injection")]
+        let w = w.with_faults(wormhole::core::Faults {
+            forget_unechoed: self.faults.forget_unechoed,
+            schedule_off_by_one: self.faults.schedule_off_by_one,
+            ..Default::default()
+        });
+        #[cfg(not(feature = "fault-injection"))]
+        let _ = self.faults;
+        w
+    }
+
+    fn note(&self, text: String) {
+        self.log.push(self.who, What::Note(text));
+    }
+
+    /// Sends `mine` (a pause before each), receives `expect` messages, closes.
+    async fn exchange(
+        &self,
+        w: &mut Wormhole,
+        mine: &[Vec<u8>],
+        expect: usize,
+        received: &mut Vec<Vec<u8>>,
+    ) -> Result<(), Error> {
+        for m in mine {
+            tokio::time::sleep(self.params.gap).await;
+            w.send(m).await?;
+        }
+        while received.len() < expect {
+            received.push(w.recv().await?);
+        }
+        w.close().await
+    }
+
+    async fn finish(&self, started: Duration, received: Vec<Vec<u8>>, result: Result<(), Error>) {
+        let ended = SimClock::elapsed();
+        self.note(match &result {
+            Ok(()) => format!("done: {} messages received", received.len()),
+            Err(e) => format!("failed: {e}"),
+        });
+        // Nothing may be left running: wait (bounded) for the driver and its links to end.
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let until = ended + TASK_GRACE;
+        while metrics.num_alive_tasks() > 0 && SimClock::elapsed() < until {
+            tokio::time::sleep(self.params.tick).await;
+        }
+        let tasks_left = metrics.num_alive_tasks();
+        self.shared.borrow_mut().outcomes.push((
+            self.who.to_string(),
+            Outcome {
+                started,
+                ended,
+                received,
+                result,
+                tasks_left,
+            },
+        ));
+    }
+
+    async fn alice(self, mine: Vec<Vec<u8>>, expect: usize) {
+        let started = SimClock::elapsed();
+        let mut w = self.wormhole(self.params.timeout);
+        let mut received = Vec::new();
+        let result = match w.allocate_code(2).await {
+            Ok(code) => {
+                self.note(format!("code {}", code.nameplate().as_str()));
+                {
+                    let mut shared = self.shared.borrow_mut();
+                    shared.code = Some(code);
+                    shared.code_at = Some(SimClock::elapsed());
+                }
+                self.exchange(&mut w, &mine, expect, &mut received).await
+            }
+            Err(e) => Err(e),
+        };
+        let result = match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = w.close().await;
+                Err(e)
+            }
+        };
+        drop(w);
+        self.finish(started, received, result).await;
+    }
+
+    async fn joiner(self, wrong: bool, timeout: Duration, mine: Vec<Vec<u8>>, expect: usize) {
+        // Started by the simulation once alice's code is known and its delay has passed.
+        let Some(code) = self.shared.borrow().code.clone() else {
+            return;
+        };
+        let started = SimClock::elapsed();
+        let code = if wrong { wrong_code(&code) } else { code };
+        let mut w = self.wormhole(timeout);
+        let mut received = Vec::new();
+        let result = match w.set_code(code).await {
+            Ok(()) => self.exchange(&mut w, &mine, expect, &mut received).await,
+            Err(e) => Err(e),
+        };
+        let result = match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = w.close().await;
+                Err(e)
+            }
+        };
+        drop(w);
+        self.finish(started, received, result).await;
+    }
+}
+
+/// The same nameplate with other words.
+fn wrong_code(code: &Code) -> Code {
+    let np = code.nameplate();
+    for words in ["aardvark-absurd", "adroitness-adviser"] {
+        if let Ok(c) = Code::parse(&format!("{}-{words}", np.as_str())) {
+            if c != *code {
+                return c;
+            }
+        }
+    }
+    code.clone()
+}
+
+/// Runs one seed of one scenario to its end.
+pub fn run(params: &Params, faults: ClientFaults) -> RunData {
+    let log = Log::default();
+    let store = SharedStore::default();
+    let shared = Rc::new(RefCell::new(Shared::default()));
+    let mut sim = turmoil::Builder::new()
+        .tick_duration(params.tick)
+        .simulation_duration(params.limit)
+        .min_message_latency(params.latency.0)
+        .max_message_latency(params.latency.1)
+        .rng_seed(params.seed)
+        .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+        .build();
+
+    // The relay: production listener and runner over turmoil TCP; the store outlives crashes.
+    let boots = Arc::new(AtomicU32::new(0));
+    {
+        let store = store.clone();
+        let seed = params.seed;
+        let expiry = params.expiry_secs;
+        sim.host("relay", move || {
+            let store = store.clone();
+            let boot = boots.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let acceptor = TurmoilAcceptor::bind(RELAY_PORT).await?;
+                let listener = WebSocketListener::from_acceptor(
+                    Box::new(acceptor),
+                    WebSocketOptions::relay(),
+                    Arc::new(DefaultHttpHandler),
+                )?;
+                let options = ServerOptions {
+                    config: RelayConfig {
+                        channel_expiration_secs: expiry,
+                        ..RelayConfig::default()
+                    },
+                    // A restarted relay draws fresh randomness, never the crashed one's again.
+                    seed: Some(derive_seed(seed, &format!("relay boot {boot}"))),
+                    ..ServerOptions::default()
+                };
+                let _relay = spawn(vec![Box::new(listener)], store, options, Arc::new(SimClock));
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+
+    let alice_msgs = messages("alice", params.messages.0);
+    let bob_msgs = messages("bob", params.messages.1);
+    let spec = |who: &'static str| ClientSpec {
+        who,
+        params: params.clone(),
+        faults,
+        log: log.clone(),
+        shared: shared.clone(),
+    };
+    let with_bob = params.scenario != Scenario::Timeout;
+    {
+        let c = spec("alice");
+        let (mine, expect) = (
+            alice_msgs.clone(),
+            if with_bob { bob_msgs.len() } else { 1 },
+        );
+        sim.client("alice", async move {
+            c.alice(mine, expect).await;
+            Ok(())
+        });
+    }
+    // The others join once the code is known and their delay has passed: they are added to
+    // the simulation only then, so days of waiting cost them nothing.
+    let mut joiners: Vec<Joiner> = Vec::new();
+    if with_bob {
+        let c = spec("bob");
+        let (mine, expect) = (bob_msgs.clone(), alice_msgs.len());
+        let (wrong, timeout) = (params.wrong_code, params.timeout);
+        joiners.push(Joiner {
+            who: "bob",
+            delay: params.bob_delay,
+            software: Box::pin(async move {
+                c.joiner(wrong, timeout, mine, expect).await;
+                Ok(())
+            }),
+        });
+    }
+    if let Some(delay) = params.mallory {
+        let c = spec("mallory");
+        joiners.push(Joiner {
+            who: "mallory",
+            delay,
+            software: Box::pin(async move {
+                c.joiner(true, Duration::from_secs(60), messages("mallory", 1), 1)
+                    .await;
+                Ok(())
+            }),
+        });
+    }
+
+    let sim_error = drive(&mut sim, params, &log, &shared, joiners);
+    let elapsed = sim.elapsed();
+    drop(sim);
+    let outcomes = std::mem::take(&mut shared.borrow_mut().outcomes);
+    RunData {
+        params: params.clone(),
+        log,
+        outcomes,
+        store,
+        elapsed,
+        sim_error,
+        sent: (alice_msgs, if with_bob { bob_msgs } else { Vec::new() }),
+    }
+}
+
+/// A client that joins once alice's code is known, after its delay.
+struct Joiner {
+    who: &'static str,
+    delay: Duration,
+    software: std::pin::Pin<Box<dyn std::future::Future<Output = turmoil::Result>>>,
+}
+
+/// A fault action due at a time.
+enum Action {
+    Cut(NetFault),
+    Mend(NetFault),
+}
+
+/// Steps the simulation to its end, applying the faults when due.
+fn drive(
+    sim: &mut turmoil::Sim<'_>,
+    params: &Params,
+    log: &Log,
+    shared: &Rc<RefCell<Shared>>,
+    mut joiners: Vec<Joiner>,
+) -> Option<String> {
+    // Each fault waits for its anchor: the first connection of the clients it concerns.
+    let mut pending: Vec<(Option<Duration>, Action)> = params
+        .faults
+        .iter()
+        .map(|f| (None, Action::Cut(*f)))
+        .collect();
+    loop {
+        let now = sim.elapsed();
+        let code_at = shared.borrow().code_at;
+        if let Some(code_at) = code_at {
+            let (due, later): (Vec<Joiner>, Vec<Joiner>) =
+                joiners.into_iter().partition(|j| code_at + j.delay <= now);
+            joiners = later;
+            for j in due {
+                sim.client(j.who, j.software);
+            }
+        }
+        let mut i = 0;
+        while i < pending.len() {
+            let due = match &pending[i] {
+                (Some(at), _) => Some(*at),
+                (None, Action::Cut(fault)) => anchor(fault, log).map(|a| a + start_of(fault)),
+                (None, Action::Mend(_)) => None,
+            };
+            match due {
+                Some(at) if at <= now => {
+                    let (_, action) = pending.remove(i);
+                    match action {
+                        Action::Cut(fault) => {
+                            cut(sim, &fault, log, now);
+                            pending.push((Some(now + length_of(&fault)), Action::Mend(fault)));
+                        }
+                        Action::Mend(fault) => mend(sim, &fault, log, now),
+                    }
+                }
+                Some(at) => {
+                    pending[i].0 = Some(at);
+                    i += 1;
+                }
+                None => i += 1,
+            }
+        }
+        match sim.step() {
+            // Done once every client is, including those still due to join.
+            Ok(true) if joiners.is_empty() || shared.borrow().code_at.is_none() => return None,
+            Ok(true) => {}
+            Ok(false) => {}
+            Err(e) => return Some(e.to_string()),
+        }
+    }
+}
+
+fn start_of(f: &NetFault) -> Duration {
+    match f {
+        NetFault::Partition { at, .. }
+        | NetFault::Hold { at, .. }
+        | NetFault::CrashRelay { at, .. } => *at,
+    }
+}
+
+fn length_of(f: &NetFault) -> Duration {
+    match f {
+        NetFault::Partition { lasting, .. }
+        | NetFault::Hold { lasting, .. }
+        | NetFault::CrashRelay { lasting, .. } => *lasting,
+    }
+}
+
+/// When the clients a fault concerns had all connected once.
+fn anchor(f: &NetFault, log: &Log) -> Option<Duration> {
+    let hosts: &[&str] = match f {
+        NetFault::Partition { target, .. } | NetFault::Hold { target, .. } => target.hosts(),
+        NetFault::CrashRelay { .. } => &["alice", "bob"],
+    };
+    let mut latest = Duration::ZERO;
+    for h in hosts {
+        latest = latest.max(log.first(h, |w| *w == What::Connected)?);
+    }
+    Some(latest)
+}
+
+fn cut(sim: &mut turmoil::Sim<'_>, f: &NetFault, log: &Log, now: Duration) {
+    match f {
+        NetFault::Partition { target, .. } => {
+            for h in target.hosts() {
+                sim.partition(*h, "relay");
+            }
+            log.push_at(now, "sim", What::Net(format!("partition {target:?}")));
+        }
+        NetFault::Hold { target, .. } => {
+            for h in target.hosts() {
+                sim.hold(*h, "relay");
+            }
+            log.push_at(now, "sim", What::Net(format!("hold {target:?}")));
+        }
+        NetFault::CrashRelay { .. } => {
+            sim.crash("relay");
+            log.push_at(now, "sim", What::Net("crash relay".into()));
+        }
+    }
+}
+
+fn mend(sim: &mut turmoil::Sim<'_>, f: &NetFault, log: &Log, now: Duration) {
+    match f {
+        NetFault::Partition { target, .. } => {
+            for h in target.hosts() {
+                sim.repair(*h, "relay");
+            }
+            log.push_at(now, "sim", What::Net(format!("repair {target:?}")));
+        }
+        NetFault::Hold { target, .. } => {
+            for h in target.hosts() {
+                sim.release(*h, "relay");
+            }
+            log.push_at(now, "sim", What::Net(format!("release {target:?}")));
+        }
+        NetFault::CrashRelay { .. } => {
+            sim.bounce("relay");
+            log.push_at(now, "sim", What::Net("restart relay".into()));
+        }
+    }
+}

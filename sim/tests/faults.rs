@@ -1,0 +1,56 @@
+//! The harness catches real bugs: each deliberate fault (feature `fault-injection`) makes a
+//! named scenario fail, and the failing seed is printed with the command that replays it.
+#![cfg(feature = "fault-injection")]
+
+use wormhole_sim::runner::replay_command;
+use wormhole_sim::{run_one, ClientFaults, Scenario};
+
+/// Runs `scenario` with `faults` over seeds until one fails; returns it.
+fn first_failing_seed(scenario: Scenario, faults: ClientFaults, max: u64) -> u64 {
+    for seed in 0..max {
+        let report = run_one(scenario, seed, faults, false);
+        if !report.passed() {
+            println!("{faults:?}: {scenario} fails at {}", report.params);
+            for v in &report.violations {
+                println!("  - {v}");
+            }
+            println!("  replay: {}", replay_command(scenario, seed, faults));
+            // Without the fault, the same seed passes: the fault is what broke it.
+            let clean = run_one(scenario, seed, ClientFaults::default(), false);
+            assert!(
+                clean.passed(),
+                "seed {seed} fails without the fault too: {:?}",
+                clean.violations
+            );
+            return seed;
+        }
+    }
+    panic!("{faults:?}: no seed of {scenario} in 0..{max} failed: the invariants missed the fault");
+}
+
+#[test]
+fn forgetting_unechoed_messages_fails_the_partition_scenario() {
+    let faults = ClientFaults {
+        forget_unechoed: true,
+        ..ClientFaults::default()
+    };
+    first_failing_seed(Scenario::Partition, faults, 100);
+}
+
+#[test]
+fn a_schedule_off_by_one_step_fails_the_partition_scenario() {
+    let faults = ClientFaults {
+        schedule_off_by_one: true,
+        ..ClientFaults::default()
+    };
+    let seed = first_failing_seed(Scenario::Partition, faults, 100);
+    let report = run_one(Scenario::Partition, seed, faults, false);
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.contains("the schedule says")),
+        "the schedule check caught it: {:?}",
+        report.violations
+    );
+}
