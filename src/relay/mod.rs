@@ -458,10 +458,8 @@ impl<S: MailboxStore> Relay<S> {
         let expired = self.store.transaction(&mut |tx| {
             let mut expired = Vec::new();
             for appid in tx.app_ids()? {
-                for id in tx.mailbox_ids(&appid)? {
-                    if tx.mailbox(&appid, &id)?.is_some_and(|m| m.updated <= old) {
-                        expired.push((appid.clone(), id));
-                    }
+                for id in tx.idle_mailbox_ids(&appid, old)? {
+                    expired.push((appid.clone(), id));
                 }
             }
             Ok(expired)

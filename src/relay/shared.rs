@@ -154,6 +154,9 @@ impl MailboxTables for Recorder<'_, '_> {
     fn mailbox_ids(&self, appid: &str) -> Result<Vec<String>, StoreError> {
         self.tables.mailbox_ids(appid)
     }
+    fn idle_mailbox_ids(&self, appid: &str, old: f64) -> Result<Vec<String>, StoreError> {
+        self.tables.idle_mailbox_ids(appid, old)
+    }
     fn mailbox(&self, appid: &str, id: &str) -> Result<Option<MailboxRecord>, StoreError> {
         self.tables.mailbox(appid, id)
     }

@@ -176,6 +176,17 @@ pub trait MailboxTables {
 
     /// The ids of all mailboxes of `appid` (any order).
     fn mailbox_ids(&self, appid: &str) -> Result<Vec<String>, StoreError>;
+    /// The ids of the mailboxes of `appid` not updated after `old` (any order). A backend
+    /// should override this when it keeps mailboxes ordered by `updated`.
+    fn idle_mailbox_ids(&self, appid: &str, old: f64) -> Result<Vec<String>, StoreError> {
+        let mut idle = Vec::new();
+        for id in self.mailbox_ids(appid)? {
+            if self.mailbox(appid, &id)?.is_some_and(|m| m.updated <= old) {
+                idle.push(id);
+            }
+        }
+        Ok(idle)
+    }
     /// One mailbox, if it exists.
     fn mailbox(&self, appid: &str, id: &str) -> Result<Option<MailboxRecord>, StoreError>;
     /// Whether a mailbox exists (a backend may answer this faster than [`mailbox`]).

@@ -382,3 +382,30 @@ fn a_bad_url_and_an_unreachable_server_are_clear_errors() {
     );
     assert!(!debug.contains("hunter2"), "{debug}");
 }
+
+#[test]
+fn any_relay_process_may_prune_and_each_mailbox_goes_once() {
+    let redis = TestRedis::start();
+    let mut a = Relay::new(RelayConfig::default(), redis.store(), [1; 32]);
+    let mut b = Relay::new(RelayConfig::default(), redis.store(), [2; 32]);
+    a.connected(1, None, 1000.0);
+    drain(&mut a);
+    send(&mut a, 1, json!({"type": "bind", "appid": "x", "side": "s"}));
+    for mailbox in ["m1", "m2", "m3"] {
+        a.connected(2, None, 1000.0);
+        send(&mut a, 2, json!({"type": "bind", "appid": "x", "side": "t"}));
+        send(&mut a, 2, json!({"type": "open", "mailbox": mailbox}));
+        a.disconnected(2);
+    }
+    send(&mut a, 1, json!({"type": "claim", "nameplate": "4"}));
+    // Not idle yet for either.
+    assert_eq!(b.prune(1100.0), 0);
+    // Idle: whichever prunes first deletes each mailbox (and the nameplate), once.
+    let later = 1000.0 + 11.0 * 60.0 + 1.0;
+    assert_eq!(b.prune(later) + a.prune(later), 4);
+    assert_eq!(a.prune(later) + b.prune(later), 0);
+    let out = send(&mut b, 3, json!({"type": "bind", "appid": "x", "side": "u"}));
+    assert!(out.iter().all(|(_, f)| f["type"] == "ack"), "{out:?}");
+    let out = send(&mut b, 3, json!({"type": "list"}));
+    assert_eq!(out[1].1["nameplates"], json!([]));
+}

@@ -509,6 +509,39 @@ impl MailboxTables for RedisTx<'_> {
         state.members(&key, true)
     }
 
+    fn idle_mailbox_ids(&self, appid: &str, old: f64) -> Result<Vec<String>, StoreError> {
+        let mut state = self.state.borrow_mut();
+        let key = state.keys.mailboxes(appid);
+        if state
+            .sets
+            .get(&key)
+            .is_some_and(|v| v.loaded.is_some() || !v.added.is_empty() || !v.removed.is_empty())
+            || !state.ops.is_empty()
+        {
+            // This transaction changed things already: read through its own view.
+            drop(state);
+            let mut idle = Vec::new();
+            for id in self.mailbox_ids(appid)? {
+                if self.mailbox(appid, &id)?.is_some_and(|m| m.updated <= old) {
+                    idle.push(id);
+                }
+            }
+            return Ok(idle);
+        }
+        // The sorted set's scores are the `updated` times: one range read.
+        let read = redis::pipe()
+            .cmd("WATCH")
+            .arg(&key)
+            .ignore()
+            .cmd("ZRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(old)
+            .query::<(Vec<String>,)>(state.con);
+        read.map(|(ids,)| ids)
+            .map_err(|e| state.fail("reading idle mailboxes from Redis", e))
+    }
+
     fn mailbox(&self, appid: &str, id: &str) -> Result<Option<MailboxRecord>, StoreError> {
         self.state.borrow_mut().mailbox(appid, id)
     }
