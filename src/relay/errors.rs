@@ -84,8 +84,12 @@ pub fn store_failure(error: &super::StoreError) -> String {
     let mut text = format!("{INTERNAL}: {error}");
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let cause_text = cause.to_string();
+        // Some errors print their source in their own text already.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text

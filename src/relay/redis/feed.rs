@@ -37,7 +37,7 @@ struct Feed {
     con: Option<redis::Connection>,
     /// The id of the last entry forwarded (or the stream's end when the feed started).
     last: Option<String>,
-    /// Since when the feed has been cut off (for the log), and whether it logged that.
+    /// Whether the feed is cut off from Redis (and said so in the log).
     lost: bool,
 }
 
