@@ -77,6 +77,8 @@ impl Dialer for DuplexDialer {
 struct Outcome {
     /// What the late side got: the early side's message, or an error.
     late_got: Result<Vec<u8>, Error>,
+    /// How the early side ended, if it had ended when the late side gave up.
+    early_end: Option<Result<Vec<u8>, Error>>,
     sessions: u64,
     requests: u64,
 }
@@ -130,6 +132,7 @@ async fn two_days_apart(session_idle: Duration, retention: Duration) -> Outcome 
         b.recv().await
     }
     .await;
+    let mut early_end = None;
     if late_got.is_ok() {
         // A hears B at its next hourly poll, or (its session having expired) after reconnecting.
         let a_got = tokio::time::timeout(4 * HOUR, a_task).await;
@@ -137,6 +140,8 @@ async fn two_days_apart(session_idle: Duration, retention: Duration) -> Outcome 
             a_got.expect("A in time").expect("task").expect("A"),
             b"answered on day three"
         );
+    } else if a_task.is_finished() {
+        early_end = Some(a_task.await.expect("task"));
     } else {
         a_task.abort();
     }
@@ -149,6 +154,7 @@ async fn two_days_apart(session_idle: Duration, retention: Duration) -> Outcome 
     );
     Outcome {
         late_got,
+        early_end,
         sessions: metrics.http_sessions_total.load(Ordering::Relaxed),
         requests: requests_two_days,
     }
@@ -172,8 +178,14 @@ async fn an_hourly_poller_keeps_its_session_and_mailbox_for_days() {
 #[tokio::test(start_paused = true)]
 async fn with_short_sessions_the_mailbox_is_pruned_after_eleven_idle_minutes() {
     let o = two_days_apart(Duration::from_secs(5 * 60), Duration::from_secs(11 * 60)).await;
-    // Each expired session counted as a dropped connection; A came back with new ones.
-    assert!(o.sessions > 10, "{} sessions", o.sessions);
+    // A's expired session counted as a dropped connection; its mailbox was pruned 11 minutes
+    // later, so when A came back it found the mailbox gone and said so.
+    assert!(o.sessions >= 2, "{} sessions", o.sessions);
+    assert!(
+        matches!(o.early_end, Some(Err(Error::MailboxExpired))),
+        "A should have found its mailbox expired: {:?}",
+        o.early_end
+    );
     assert!(
         matches!(o.late_got, Err(Error::Timeout)),
         "the mailbox should have been pruned: {:?}",

@@ -64,14 +64,19 @@ impl Side {
             .expect("a step of the exchange took too long")
     }
 
-    /// Serializes this side, kills it (its runtime and driver), and restores it from the
-    /// string in a new runtime, with `transport`.
-    fn crash_and_restore(&mut self, transport: Option<Arc<dyn Transport>>) {
-        let state = self.run(|w| Box::pin(w.serialize())).expect("serialize");
+    /// Stops this side where it is ([`Wormhole::suspend`]: the state is taken as the driver
+    /// stops, so nothing happens after it), drops it with its runtime, and restores it from
+    /// the string in a new runtime, with `transport`.
+    fn suspend_and_restore(&mut self, transport: Option<Arc<dyn Transport>>) {
+        let rt = self.rt.take().expect("a live side");
+        let placeholder = Wormhole::new(APPID, "mem://nowhere");
+        let w = std::mem::replace(&mut self.w, placeholder);
+        let state = rt
+            .block_on(async { tokio::time::timeout(STEP, w.suspend()).await })
+            .expect("suspend in time")
+            .expect("suspend");
         assert!(state.contains("\"version\":1"), "{state}");
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
+        rt.shutdown_background();
         let mut restored = Wormhole::from_serialized(&state).expect("restore");
         if let Some(t) = transport {
             restored = restored.with_transport(t);
@@ -174,7 +179,9 @@ const CHECKPOINTS: [&str; 6] = [
 ];
 
 /// The whole exchange through the relay at `url`, with side `crash` (0 = A, 1 = B)
-/// serialized, killed and restored at checkpoint `at`.
+/// stopped there, dropped and restored at checkpoint `at`. (Killed programs, which resume
+/// from their journal, are in the tests below and in the core's tests, which crash a side
+/// before every single frame it sends.)
 fn exchange_with_a_crash(url: &str, crash: usize, at: usize) {
     let transport: Option<Arc<dyn Transport>> = None;
     let mut sides = [
@@ -183,7 +190,7 @@ fn exchange_with_a_crash(url: &str, crash: usize, at: usize) {
     ];
     let checkpoint = |sides: &mut [Side; 2], n: usize| {
         if n == at {
-            sides[crash].crash_and_restore(transport.clone());
+            sides[crash].suspend_and_restore(transport.clone());
         }
     };
     checkpoint(&mut sides, 0);
@@ -268,8 +275,9 @@ fn a_client_restored_after_its_mailbox_was_lost_gets_mailbox_expired() {
 }
 
 /// One snapshot (taken after the key, before A's message) restored twice, one process after
-/// the other, each sending a different message: the relay sees one `pake` from A and no
-/// nonce under two different ciphertexts.
+/// the other, each sending a different message: of all the frames A's connections sent
+/// toward the relay (a superset of what it received), one `pake` and no nonce under two
+/// different ciphertexts.
 #[test]
 fn one_snapshot_restored_twice_reuses_no_nonce_and_no_pake() {
     let (_relay_rt, relay) = relay("resume-twice");
@@ -307,8 +315,13 @@ fn one_snapshot_restored_twice_reuses_no_nonce_and_no_pake() {
             rt.shutdown_background();
         }
     }
+    // B gets one of them (the first, unless it died before its frame reached the relay),
+    // decrypted under the one key: both restores rebuilt the same key from the snapshot.
     let got = b.run(|w| Box::pin(w.recv())).unwrap();
-    assert_eq!(got, b"first restore");
+    assert!(
+        got == b"first restore" || got == b"second restore",
+        "{got:?}"
+    );
 
     let frames = recording.frames.lock().unwrap().clone();
     let mut pakes = BTreeSet::new();
@@ -492,6 +505,70 @@ fn the_journal_is_written_before_any_frame_or_event_leaves() {
     }
 }
 
+/// A storage whose every other `put` fails.
+#[derive(Debug, Default)]
+struct Flaky {
+    inner: MemoryStorage,
+    puts: Mutex<u32>,
+    written: Mutex<Vec<usize>>,
+}
+
+impl Storage for Flaky {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, wormhole::storage::StorageError> {
+        self.inner.get(key)
+    }
+    fn put(&self, key: &str, value: &[u8]) -> Result<(), wormhole::storage::StorageError> {
+        let mut puts = self.puts.lock().unwrap();
+        *puts += 1;
+        if *puts % 2 == 1 {
+            return Err(wormhole::storage::StorageError::Io {
+                path: "flaky".into(),
+                source: std::io::Error::other("disk full"),
+            });
+        }
+        self.written.lock().unwrap().push(value.len());
+        self.inner.put(key, value)
+    }
+    fn delete(&self, key: &str) -> Result<(), wormhole::storage::StorageError> {
+        self.inner.delete(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, wormhole::storage::StorageError> {
+        self.inner.list(prefix)
+    }
+}
+
+/// A journal that fails now and then does not stop the exchange, and never gets an empty
+/// or partial state: only whole states are written, and the entry is gone at the end.
+#[test]
+fn a_failing_journal_neither_stops_the_exchange_nor_gets_a_bad_state() {
+    let (_relay_rt, relay) = relay("resume-flaky");
+    let flaky = Arc::new(Flaky::default());
+    let journal: Arc<dyn Storage> = flaky.clone();
+    let mut a = Side::new(Wormhole::new(APPID, relay.url()).with_journal(journal, "a"));
+    let mut b = Side::new(Wormhole::new(APPID, relay.url()));
+    let code = a.run(|w| Box::pin(w.allocate_code(2))).unwrap();
+    b.run(|w| Box::pin(w.set_code(code))).unwrap();
+    a.run(|w| Box::pin(w.send(FROM_A))).unwrap();
+    b.run(|w| Box::pin(w.send(FROM_B))).unwrap();
+    let saved = flaky
+        .inner
+        .get("a")
+        .unwrap()
+        .expect("some state was journaled");
+    let state = String::from_utf8(saved).unwrap();
+    assert!(
+        Wormhole::from_serialized(&state).is_ok(),
+        "a whole, valid state"
+    );
+    assert_eq!(a.run(|w| Box::pin(w.recv())).unwrap(), FROM_B);
+    assert_eq!(b.run(|w| Box::pin(w.recv())).unwrap(), FROM_A);
+    a.run(|w| Box::pin(w.close())).unwrap();
+    b.run(|w| Box::pin(w.close())).unwrap();
+    assert!(*flaky.puts.lock().unwrap() >= 4);
+    assert!(flaky.written.lock().unwrap().iter().all(|&n| n > 100));
+    assert_eq!(flaky.inner.get("a").unwrap(), None);
+}
+
 #[test]
 fn a_state_of_another_version_is_refused_with_a_clear_error() {
     let rt = runtime();
@@ -513,6 +590,30 @@ fn a_state_of_another_version_is_refused_with_a_clear_error() {
     assert!(wormhole::blocking::Receiver::from_serialized(&v.to_string()).is_err());
 }
 
+/// A graceful shutdown: `suspend` stops a side without closing its exchange; restored from
+/// the string, it finishes. (Dropping it instead would have closed the exchange.)
+#[test]
+fn a_suspended_wormhole_resumes_and_finishes() {
+    let (_relay_rt, relay) = relay("resume-suspend");
+    let mut a = Side::new(Wormhole::new(APPID, relay.url()));
+    let mut b = Side::new(Wormhole::new(APPID, relay.url()));
+    let code = a.run(|w| Box::pin(w.allocate_code(2))).unwrap();
+    a.run(|w| Box::pin(w.send(FROM_A))).unwrap();
+    let rt = a.rt.take().unwrap();
+    let state = rt
+        .block_on(async { tokio::time::timeout(STEP, a.w.suspend()).await })
+        .unwrap()
+        .unwrap();
+    drop(rt);
+    b.run(|w| Box::pin(w.set_code(code))).unwrap();
+    b.run(|w| Box::pin(w.send(FROM_B))).unwrap();
+    let mut a = Side::new(Wormhole::from_serialized(&state).unwrap());
+    assert_eq!(a.run(|w| Box::pin(w.recv())).unwrap(), FROM_B);
+    assert_eq!(b.run(|w| Box::pin(w.recv())).unwrap(), FROM_A);
+    a.run(|w| Box::pin(w.close())).unwrap();
+    b.run(|w| Box::pin(w.close())).unwrap();
+}
+
 /// The blocking forms: an initiator serialized after showing its code, dropped (its runtime
 /// stops its driver, like a killed program), restored, and finishing the seed's one-shot
 /// exchange without sending its message twice.
@@ -532,6 +633,9 @@ fn the_blocking_forms_serialize_and_restore() {
     });
     let mut i = wormhole::blocking::Initiator::from_serialized(&state).unwrap();
     assert_eq!(i.get_code().unwrap(), code);
+    // A graceful stop and a second restore on the way.
+    let state = i.suspend().unwrap();
+    let mut i = wormhole::blocking::Initiator::from_serialized(&state).unwrap();
     assert_eq!(i.get_data(FROM_A).unwrap(), FROM_B);
     assert_eq!(receiver.join().unwrap().unwrap(), FROM_A);
 }

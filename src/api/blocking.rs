@@ -129,6 +129,12 @@ impl Initiator {
         self.rt.block_on(inner.serialize())?
     }
 
+    /// Stops without closing and returns the state; see [`Wormhole::suspend`].
+    pub fn suspend(self) -> Result<String, Error> {
+        let Initiator { mut rt, inner } = self;
+        rt.block_on(inner.suspend())?
+    }
+
     /// Restores from [`serialize`](Initiator::serialize)'s string; see
     /// [`Wormhole::from_serialized`].
     pub fn from_serialized(state: &str) -> Result<Initiator, Error> {
@@ -219,6 +225,12 @@ impl Receiver {
     pub fn serialize(&mut self) -> Result<String, Error> {
         let inner = &mut self.inner;
         self.rt.block_on(inner.serialize())?
+    }
+
+    /// Stops without closing and returns the state; see [`Wormhole::suspend`].
+    pub fn suspend(self) -> Result<String, Error> {
+        let Receiver { mut rt, inner } = self;
+        rt.block_on(inner.suspend())?
     }
 
     /// Restores from [`serialize`](Receiver::serialize)'s string; see

@@ -38,6 +38,10 @@ pub(crate) enum Command {
     Serialize {
         reply: oneshot::Sender<Result<String, Error>>,
     },
+    /// Stop without closing (the journal stays), replying with the serialized state.
+    Suspend {
+        reply: oneshot::Sender<Result<String, Error>>,
+    },
 }
 
 /// Where the driver journals the session after every change.
@@ -125,6 +129,7 @@ impl Driver {
         let mut cmds_open = true;
         // Replies to application inputs wait until the state they led to is journaled.
         let mut replies: Vec<(Reply, Result<(), Error>)> = Vec::new();
+        let mut suspended = false;
         loop {
             // Write-ahead: the state is saved before anything it led to leaves.
             self.journal();
@@ -155,17 +160,21 @@ impl Driver {
                         retired.extend(conn.take());
                     }
                     Output::Event(event) => {
-                        self.observed
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .record(&event);
+                        let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+                        observed.record(&event);
+                        if matches!(event, Event::Closed(_)) {
+                            // Before the application can learn of the end: `serialize` after
+                            // it returns this.
+                            observed.final_state = self.session.to_json().ok();
+                        }
+                        drop(observed);
                         // The application may have stopped listening; the session still
                         // finishes its close handshake.
                         let _ = events.send(event);
                     }
                 }
             }
-            if self.session.is_finished() {
+            if self.session.is_finished() || suspended {
                 break;
             }
             let deadline = self.session.poll_timeout();
@@ -211,6 +220,16 @@ impl Driver {
                     Some(Command::Serialize { reply }) => {
                         let _ = reply.send(self.session.to_json().map_err(state_error));
                     }
+                    Some(Command::Suspend { reply }) => {
+                        // What the session did so far is saved; what it would do next is
+                        // dropped with it (a restore redoes it).
+                        self.journal();
+                        for (reply, result) in replies.drain(..) {
+                            let _ = reply.send(result);
+                        }
+                        let _ = reply.send(self.session.to_json().map_err(state_error));
+                        suspended = true;
+                    }
                     None => {
                         // The application dropped its handle: close politely.
                         cmds_open = false;
@@ -218,12 +237,6 @@ impl Driver {
                     }
                 },
             }
-        }
-        if let Ok(state) = self.session.to_json() {
-            self.observed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .final_state = Some(state);
         }
         for link in conn.take().into_iter().chain(retired) {
             link.finish(&*self.clock).await;
@@ -266,7 +279,9 @@ impl Driver {
             Ok(None) => {}
             Ok(Some(state)) => {
                 if let Err(e) = j.storage.put(&j.key, state.as_bytes()) {
+                    // The exchange goes on; the state is offered again after the next input.
                     tracing::warn!(error = %e, "could not journal the session state");
+                    self.session.journal_failed();
                 }
             }
             Err(e) => {

@@ -273,13 +273,6 @@ impl Wormhole {
         self
     }
 
-    /// Commits these deliberate faults (the simulation harness's self-tests only).
-    #[cfg(feature = "fault-injection")]
-    pub fn with_faults(mut self, faults: crate::core::Faults) -> Wormhole {
-        self.config.faults = faults;
-        self
-    }
-
     /// The relay URL.
     pub fn relay_url(&self) -> &str {
         &self.url

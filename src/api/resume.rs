@@ -53,6 +53,31 @@ impl Wormhole {
         }
     }
 
+    /// Stops this wormhole **without closing it** and returns its serialized state, to be
+    /// restored later with [`from_serialized`](Wormhole::from_serialized) (or
+    /// [`from_storage`](Wormhole::from_storage): a journal is kept, not removed). Use it for a
+    /// graceful shutdown: dropping a `Wormhole` instead closes the exchange politely
+    /// (releases the code, closes the mailbox), after which it cannot be resumed. The
+    /// connection is dropped; the other side just waits. The string holds secrets.
+    pub async fn suspend(mut self) -> Result<String, Error> {
+        if let Some(saved) = self.saved.take() {
+            return Ok(saved);
+        }
+        if let Some(running) = self.running.take() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            running
+                .cmds
+                .send(Command::Suspend { reply: tx })
+                .map_err(|_| Error::Closed)?;
+            return match rx.await {
+                Ok(result) => result,
+                // The driver had ended: the exchange is over.
+                Err(_) => self.observed().final_state.clone().ok_or(Error::Closed),
+            };
+        }
+        self.serialize().await
+    }
+
     /// Restores a wormhole from [`serialize`](Wormhole::serialize)'s string. It reconnects to
     /// the relay it used (the URL is in the state) on its first use (any `async` method,
     /// within a tokio runtime), re-opens its mailbox,
@@ -152,6 +177,11 @@ impl Initiator {
         self.wormhole.serialize().await
     }
 
+    /// See [`Wormhole::suspend`]: stops without closing, returns the state.
+    pub async fn suspend(self) -> Result<String, Error> {
+        self.wormhole.suspend().await
+    }
+
     /// See [`Wormhole::from_serialized`]. A restored initiator that was allocating its code
     /// gets it from [`get_code`](Initiator::get_code).
     pub fn from_serialized(state: &str) -> Result<Initiator, Error> {
@@ -171,6 +201,11 @@ impl Receiver {
     /// See [`Wormhole::serialize`]; the string holds secrets.
     pub async fn serialize(&mut self) -> Result<String, Error> {
         self.wormhole.serialize().await
+    }
+
+    /// See [`Wormhole::suspend`]: stops without closing, returns the state.
+    pub async fn suspend(self) -> Result<String, Error> {
+        self.wormhole.suspend().await
     }
 
     /// See [`Wormhole::from_serialized`].

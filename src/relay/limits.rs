@@ -61,8 +61,10 @@ pub struct Limits {
     /// Longest other string the relay keeps or echoes: `mood`, and a frame's `id` as JSON
     /// (`--max-string-bytes`). Default 256.
     pub string_bytes: usize,
-    /// A nameplate claimed by one side only, whose mailbox nobody has listened to for this
-    /// long, is deleted at the next prune (`--abandoned-nameplate-secs`). Default 120 s.
+    /// A nameplate claimed by one side only, which never added a message to its mailbox and
+    /// whose mailbox nobody has listened to for this long, is deleted at the next prune
+    /// (`--abandoned-nameplate-secs`). Default 120 s. (A side that sent its `pake` is waiting
+    /// for its peer: only the mailbox expiry applies to it.)
     pub abandoned_nameplate_secs: f64,
     /// Apply per-source limits to `127.0.0.1` and `::1` too (`--limit-loopback`).
     /// Default `false`.
@@ -510,13 +512,20 @@ impl<S: MailboxStore> Relay<S> {
                 continue;
             }
             let deleted = self.store.transaction(&mut |tx| {
-                match tx.nameplate(&appid, &name)? {
-                    Some(n) if n.sides.len() == 1 && n.mailbox_id == id => {}
+                let side = match tx.nameplate(&appid, &name)? {
+                    Some(n) if n.sides.len() == 1 && n.mailbox_id == id => n.sides[0].side.clone(),
                     _ => return Ok(false),
-                }
+                };
                 match tx.mailbox(&appid, &id)? {
                     Some(mailbox) if mailbox.updated > old => return Ok(false),
                     _ => {}
+                }
+                // A side that sent a message (every real client sends its `pake` at once) is
+                // waiting for its peer, perhaps for days on a long-lived schedule: only the
+                // mailbox expiry applies to it. This rule is for squatters that allocate and
+                // leave.
+                if tx.messages(&appid, &id)?.iter().any(|m| m.side == side) {
+                    return Ok(false);
                 }
                 tx.delete_nameplates_for_mailbox(&appid, &id)?;
                 tx.delete_nameplate(&appid, &name)?;

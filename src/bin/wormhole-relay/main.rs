@@ -375,10 +375,10 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             let acceptor = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr} for --metrics: {e}"))?;
-            println!(
-                "wormhole-relay metrics on http://{}/metrics",
+            say(&format!(
+                "wormhole-relay metrics on http://{}/metrics\n",
                 acceptor.local_addr()?
-            );
+            ));
             Some(tokio::spawn(serve_metrics(acceptor, metrics.clone())))
         }
         _ => None,
@@ -431,8 +431,11 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => return Err("--store must be `memory` or a redis:// (or redis+unix://) URL".into()),
     };
     // Tests and scripts read this line to learn the port when listening on port 0.
-    println!("wormhole-relay listening on {url}");
-    println!("wormhole-relay HTTP polling on {http_url}");
+    // One write, and no panic if nobody reads stdout any more (`println!` panics on a closed
+    // pipe, which would take the relay down).
+    say(&format!(
+        "wormhole-relay listening on {url}\nwormhole-relay HTTP polling on {http_url}\n"
+    ));
     tracing::info!(%url, %http_url, "relay started");
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -464,4 +467,12 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Writes `text` to stdout and flushes it, ignoring a closed stdout.
+fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
 }

@@ -71,7 +71,16 @@ impl Session {
                 }
             }
             ServerMessage::Error { error, orig } => {
-                if orig.get("type").and_then(Value::as_str) == Some("claim") {
+                let of_claim = orig.get("type").and_then(Value::as_str) == Some("claim");
+                if of_claim && error == "reclaimed" && self.mailbox.state != MailboxState::None {
+                    // A restored older state claimed again what this side had already claimed
+                    // and released: the mailbox is known, the nameplate is done with.
+                    if let NameplateState::Known { claim, .. } = &mut self.nameplate.state {
+                        *claim = Claim::Released;
+                    }
+                    return;
+                }
+                if of_claim {
                     // A refused claim holds nothing on the relay.
                     if let NameplateState::Known { claim, .. } = &mut self.nameplate.state {
                         if *claim == Claim::Requested {

@@ -83,6 +83,13 @@ impl Session {
         Ok(Some(json))
     }
 
+    /// The journal could not store what [`take_changed_state`](Session::take_changed_state)
+    /// gave: give it again on the next call, changed or not.
+    pub fn journal_failed(&mut self) {
+        self.journaled = None;
+        self.dirty = true;
+    }
+
     /// Restores a session serialized with [`to_json`](Session::to_json), mixing `entropy`
     /// (32 fresh random bytes) into its random generator.
     ///

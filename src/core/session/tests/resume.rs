@@ -477,6 +477,9 @@ fn the_journal_sees_changes_not_time() {
     )
     .unwrap();
     assert!(s.take_changed_state().unwrap().is_none());
+    // A failed write is offered again.
+    s.journal_failed();
+    assert!(s.take_changed_state().unwrap().is_some());
 }
 
 fn state_at(net: &Net, c: usize) -> serde_json::Value {
@@ -557,4 +560,37 @@ fn inputs_outputs_and_events_never_print_secrets() {
             assert!(!t.contains(secret), "{t}");
         }
     }
+}
+
+/// A restored older state may claim again a nameplate this side already claimed and
+/// released; with the mailbox known, the relay's `reclaimed` is no failure.
+#[test]
+fn reclaimed_after_a_restore_with_a_known_mailbox_is_not_fatal() {
+    let mut net = Net::new();
+    let (a, _b) = pair(&mut net);
+    let s = &mut net.clients[a].session;
+    assert!(s.mailbox.state != MailboxState::None);
+    if let NameplateState::Known { claim, .. } = &mut s.nameplate.state {
+        *claim = Claim::Requested;
+    }
+    let frame = r#"{"type":"error","error":"reclaimed","orig":{"type":"claim","nameplate":"1"}}"#;
+    s.handle(Duration::ZERO, Input::Frame(frame.into()))
+        .unwrap();
+    assert!(!s.closing());
+    assert!(s.code_consumed());
+    // Without a mailbox it is the relay's error, as before.
+    let mut fresh = Session::new(Config::new(APPID), [5; 32]);
+    fresh
+        .handle(
+            Duration::ZERO,
+            Input::ClaimNameplate(Nameplate::new("1").unwrap()),
+        )
+        .unwrap();
+    fresh
+        .handle(Duration::ZERO, Input::Connected { pull: false })
+        .unwrap();
+    fresh
+        .handle(Duration::ZERO, Input::Frame(frame.into()))
+        .unwrap();
+    assert!(fresh.closing());
 }
