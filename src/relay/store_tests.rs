@@ -48,14 +48,20 @@ pub(super) fn dump<S: MailboxStore>(store: &mut S) -> Value {
             names.sort();
             let mut nameplates = Map::new();
             for name in names {
-                let record = t.nameplate(&appid, &name)?;
+                let mut record = t.nameplate(&appid, &name)?;
+                if let Some(r) = &mut record {
+                    r.sides.sort_by(|a, b| a.side.cmp(&b.side));
+                }
                 nameplates.insert(name, serde_json::to_value(record).unwrap_or_default());
             }
             let mut ids = t.mailbox_ids(&appid)?;
             ids.sort();
             let mut mailboxes = Map::new();
             for id in ids {
-                let record = t.mailbox(&appid, &id)?;
+                let mut record = t.mailbox(&appid, &id)?;
+                if let Some(r) = &mut record {
+                    r.sides.sort_by(|a, b| a.side.cmp(&b.side));
+                }
                 let messages = t.messages(&appid, &id)?;
                 mailboxes.insert(id, json!({"record": record, "messages": messages}));
             }
@@ -95,7 +101,7 @@ pub(super) fn tables_behave<S: MailboxStore>(mut store: S) {
         assert_eq!(t.app_ids()?, Vec::<String>::new());
         Ok(())
     });
-    // Rows, order of sides (an update keeps a side's place), order of messages by insertion.
+    // Rows, one per side (an update replaces it), order of messages by insertion.
     tx(&mut store, |t| {
         t.insert_mailbox("a", "m", true, 1.0)?;
         t.insert_nameplate("a", "7", "m")?;
@@ -134,10 +140,12 @@ pub(super) fn tables_behave<S: MailboxStore>(mut store: S) {
         let mailbox = t.mailbox("a", "m")?.expect("mailbox");
         assert!(mailbox.for_nameplate);
         assert_eq!(mailbox.updated, 6.5);
-        let names: Vec<_> = mailbox.sides.iter().map(|s| s.side.as_str()).collect();
-        assert_eq!(names, ["zed", "alpha", "mid"]);
-        assert_eq!(mailbox.sides[0].mood.as_deref(), Some("happy"));
-        assert!(!mailbox.sides[0].opened);
+        let mut sides = mailbox.sides.clone();
+        sides.sort_by(|a, b| a.side.cmp(&b.side));
+        let names: Vec<_> = sides.iter().map(|s| s.side.as_str()).collect();
+        assert_eq!(names, ["alpha", "mid", "zed"], "one row per side");
+        assert_eq!(sides[2].mood.as_deref(), Some("happy"));
+        assert!(!sides[2].opened);
         let phases: Vec<_> = t
             .messages("a", "m")?
             .into_iter()

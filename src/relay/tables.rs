@@ -54,15 +54,21 @@ pub(super) fn prune_mailbox(
 
 /// Python's `_find_available_nameplate_id`: a uniformly random free id of the shortest
 /// length among 1–9, 10–99, 100–999; then 1000 random tries in [1000, 999999].
+///
+/// Per range, two random probes first (one lookup each, enough while the range is mostly
+/// free); if both are taken, the taken names of that length are listed
+/// ([`MailboxTables::nameplate_names_of_len`]) and a free id is drawn exactly. Either way the
+/// choice is uniform over the free ids.
 pub(super) fn find_available_nameplate(
     tx: &dyn MailboxTables,
     rng: &mut ChaCha20Rng,
     appid: &str,
 ) -> Result<Option<String>, StoreError> {
     for (len, low, high) in [(1, 1u32, 10u32), (2, 10, 100), (3, 100, 1000)] {
-        // Rejection sampling is uniform over the free ids and costs a few lookups while
-        // the range is mostly free; when it keeps hitting taken ids, count exactly.
-        for _ in 0..8 {
+        // Two random probes cost little while the range is mostly free; past them, list the
+        // taken names of this length only (an optimistic store then sees no conflict with
+        // allocations of other lengths) and pick uniformly among the free ones.
+        for _ in 0..2 {
             let candidate = rng.gen_range(low..high).to_string();
             if !tx.has_nameplate(appid, &candidate)? {
                 return Ok(Some(candidate));
@@ -72,9 +78,8 @@ pub(super) fn find_available_nameplate(
             .nameplate_names_of_len(appid, len)?
             .iter()
             .filter_map(|name| name.parse::<u32>().ok().filter(|n| n.to_string() == *name))
-            .filter(|n| (low..high).contains(n))
             .collect();
-        let free = (high - low) as usize - taken.len();
+        let free = (low..high).filter(|n| !taken.contains(n)).count();
         if free > 0 {
             let pick = rng.gen_range(0..free);
             return Ok((low..high)

@@ -390,10 +390,18 @@ fn any_relay_process_may_prune_and_each_mailbox_goes_once() {
     let mut b = Relay::new(RelayConfig::default(), redis.store(), [2; 32]);
     a.connected(1, None, 1000.0);
     drain(&mut a);
-    send(&mut a, 1, json!({"type": "bind", "appid": "x", "side": "s"}));
+    send(
+        &mut a,
+        1,
+        json!({"type": "bind", "appid": "x", "side": "s"}),
+    );
     for mailbox in ["m1", "m2", "m3"] {
         a.connected(2, None, 1000.0);
-        send(&mut a, 2, json!({"type": "bind", "appid": "x", "side": "t"}));
+        send(
+            &mut a,
+            2,
+            json!({"type": "bind", "appid": "x", "side": "t"}),
+        );
         send(&mut a, 2, json!({"type": "open", "mailbox": mailbox}));
         a.disconnected(2);
     }
@@ -404,7 +412,11 @@ fn any_relay_process_may_prune_and_each_mailbox_goes_once() {
     let later = 1000.0 + 11.0 * 60.0 + 1.0;
     assert_eq!(b.prune(later) + a.prune(later), 4);
     assert_eq!(a.prune(later) + b.prune(later), 0);
-    let out = send(&mut b, 3, json!({"type": "bind", "appid": "x", "side": "u"}));
+    let out = send(
+        &mut b,
+        3,
+        json!({"type": "bind", "appid": "x", "side": "u"}),
+    );
     assert!(out.iter().all(|(_, f)| f["type"] == "ack"), "{out:?}");
     let out = send(&mut b, 3, json!({"type": "list"}));
     assert_eq!(out[1].1["nameplates"], json!([]));
