@@ -138,6 +138,14 @@ struct ServeArgs {
     /// past it connections wait (and stop reading their sockets).
     #[arg(long, default_value_t = wormhole::relay::server::QUEUE_BYTES)]
     queue_bytes: usize,
+    /// Bytes per second one connection may send after a burst of --max-frame-bytes;
+    /// past it the relay stops reading that connection for a while.
+    #[arg(long, default_value_t = wormhole::relay::server::INBOUND_BYTES_PER_SEC)]
+    inbound_bytes_per_sec: usize,
+    /// Bytes per second all connections of one source address may send together, after a
+    /// burst of four times --max-frame-bytes (sources spared by per-source limits excepted).
+    #[arg(long, default_value_t = wormhole::relay::server::SOURCE_BYTES_PER_SEC)]
+    source_bytes_per_sec: usize,
     #[command(flatten)]
     limits: LimitArgs,
     /// Worker threads. The relay core is one task, so one thread (the default) avoids
@@ -400,6 +408,8 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         outbox_budget: args.outbox_budget_bytes.max(args.max_frame_bytes),
         queue_bytes: args.queue_bytes.max(args.max_frame_bytes),
         metrics,
+        inbound_bytes_per_sec: args.inbound_bytes_per_sec,
+        source_bytes_per_sec: args.source_bytes_per_sec,
     };
     let listeners: Vec<Box<dyn Listener>> = vec![Box::new(listener), Box::new(sessions)];
     let clock = Arc::new(TokioClock::new());
