@@ -466,6 +466,38 @@ mod sqlite {
     }
 
     #[test]
+    fn pruning_deletes_expired_rows_from_the_file() {
+        let path = temp_db("prune");
+        let mut relay = Relay::new(
+            RelayConfig::default(),
+            SqliteStore::open(&path).expect("database"),
+            [9; 32],
+        );
+        let t0 = 1.0e9;
+        relay.connected(1, None, t0);
+        for frame in [
+            r#"{"type":"bind","appid":"a","side":"s1"}"#,
+            r#"{"type":"claim","nameplate":"7"}"#,
+            r#"{"type":"open","mailbox":"idle-mailbox"}"#,
+            r#"{"type":"add","phase":"pake","body":"ab"}"#,
+        ] {
+            relay.received(1, frame, t0);
+        }
+        relay.disconnected(1);
+        assert_eq!(relay.prune(t0 + 60.0), 0, "not expired yet");
+        drop(relay);
+        let mut store = SqliteStore::open(&path).expect("reopen");
+        assert_ne!(dump(&mut store), json!({}));
+        let mut relay = Relay::new(RelayConfig::default(), store, [9; 32]);
+        // Both mailboxes (the claimed nameplate's and the opened one) expire.
+        assert_eq!(relay.prune(t0 + 3600.0), 2);
+        drop(relay);
+        let mut store = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(dump(&mut store), json!({}), "nothing left in the file");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
+    }
+
+    #[test]
     fn foreign_and_future_databases_are_refused_with_a_clear_error() {
         let path = temp_db("foreign");
         {
