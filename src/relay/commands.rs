@@ -12,7 +12,7 @@ use super::errors;
 use super::limits::{message_bytes, Limit};
 use super::store::{MailboxStore, StoreError, StoredMessage};
 use super::tables::{self, Opened};
-use super::{ConnId, Relay};
+use super::{ConnId, Listener, Relay};
 use crate::wire::{NameplateEntry, ServerMessage};
 
 /// Longest nameplate a `claim` may use (as Python 0.8's validity check).
@@ -279,7 +279,10 @@ impl<S: MailboxStore> Relay<S> {
             self.subscribers
                 .entry((appid.to_owned(), mailbox.to_owned()))
                 .or_default()
-                .push(conn);
+                .push(Listener {
+                    conn,
+                    delivered: messages.len(),
+                });
         }
         for stored in &messages {
             self.send_message(conn, stored, now);
@@ -324,14 +327,16 @@ impl<S: MailboxStore> Relay<S> {
             server_rx: now,
             msg_id: id.cloned(),
         };
-        self.store.transaction(&mut |tx| {
+        let index = self.store.transaction(&mut |tx| {
             // The mailbox may have been deleted meanwhile (see the module docs).
             tables::ensure_mailbox(tx, appid, &mailbox, false, now)?;
+            let index = tx.message_count(appid, &mailbox)?;
             tx.add_message(appid, &mailbox, stored.clone())?;
-            tx.touch_mailbox(appid, &mailbox, now)
+            tx.touch_mailbox(appid, &mailbox, now)?;
+            Ok(index)
         })?;
         self.record_message(appid, &mailbox, bytes);
-        self.broadcast_message(appid, &mailbox, &stored, now);
+        self.echo_added(appid, &mailbox, index, &stored, now);
         Ok(())
     }
 

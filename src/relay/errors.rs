@@ -76,3 +76,21 @@ pub const CLOSE_NEEDS_STRING: &str = "close requires a string 'mailbox'";
 pub const NO_FREE_NAMEPLATE: &str = "unable to find a free nameplate-id";
 /// Ours: the store failed while handling the command.
 pub const INTERNAL: &str = "internal server error";
+
+/// The `error` text for a command the store failed: [`INTERNAL`], then the store error and
+/// its causes, e.g. `internal server error: the Redis store failed while reading: Connection
+/// refused`. Store errors carry no message bodies, so nothing secret leaks into it.
+pub fn store_failure(error: &super::StoreError) -> String {
+    let mut text = format!("{INTERNAL}: {error}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some errors print their source in their own text already.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -360,6 +360,19 @@ impl MailboxTables for MemoryTx<'_> {
     fn messages(&self, appid: &str, mailbox_id: &str) -> Result<Vec<StoredMessage>, StoreError> {
         self.store.messages(appid, mailbox_id)
     }
+
+    fn message_count(&self, appid: &str, mailbox_id: &str) -> Result<usize, StoreError> {
+        self.store.message_count(appid, mailbox_id)
+    }
+
+    fn messages_since(
+        &self,
+        appid: &str,
+        mailbox_id: &str,
+        start: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.store.messages_since(appid, mailbox_id, start)
+    }
 }
 
 impl MailboxTables for MemoryStore {
@@ -525,6 +538,29 @@ impl MailboxTables for MemoryStore {
             .get(appid)
             .and_then(|app| app.mailboxes.get(mailbox_id))
             .map(|mailbox| mailbox.messages.clone())
+            .unwrap_or_default())
+    }
+
+    fn message_count(&self, appid: &str, mailbox_id: &str) -> Result<usize, StoreError> {
+        Ok(self
+            .apps
+            .get(appid)
+            .and_then(|app| app.mailboxes.get(mailbox_id))
+            .map_or(0, |mailbox| mailbox.messages.len()))
+    }
+
+    fn messages_since(
+        &self,
+        appid: &str,
+        mailbox_id: &str,
+        start: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        Ok(self
+            .apps
+            .get(appid)
+            .and_then(|app| app.mailboxes.get(mailbox_id))
+            .and_then(|mailbox| mailbox.messages.get(start..))
+            .map(<[StoredMessage]>::to_vec)
             .unwrap_or_default())
     }
 }

@@ -47,7 +47,8 @@
 //!   malformed JSON, a non-object frame and an oversized frame get an `error` without an ack
 //!   ([`errors::MALFORMED_JSON`], [`errors::NOT_AN_OBJECT`], [`errors::FRAME_TOO_LARGE`]); a
 //!   failed allocation or a store failure gets an `error` ([`errors::NO_FREE_NAMEPLATE`],
-//!   [`errors::INTERNAL`]). In every case the connection stays usable.
+//!   [`errors::INTERNAL`] followed by the cause, e.g. `internal server error: storage backend
+//!   failed: Redis unreachable: ...`, see [`errors::store_failure`]). In every case the connection stays usable.
 //! * When the last side closes a mailbox, Python deletes that side's `nameplate_sides` rows in
 //!   *every* app id; here only within the connection's app id.
 //! * Ours: the [`limits`] of a public relay ([`Limits`], all with defaults for a public relay).
@@ -62,14 +63,19 @@
 
 mod commands;
 pub mod errors;
+mod fanout;
 pub mod limits;
 #[cfg(test)]
 mod limits_tests;
 mod memory;
 pub mod metrics;
 mod output;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "relay-server")]
 pub mod server;
+#[cfg(feature = "relay-server")]
+pub mod shared;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod store;
@@ -94,7 +100,10 @@ use limits::LimitState;
 pub use limits::{Limit, Limits, Rate};
 use metrics::Metrics;
 
+pub use fanout::MailboxChange;
 pub use memory::MemoryStore;
+#[cfg(feature = "relay-server")]
+pub use shared::{SharedMemoryStore, SharedStore};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use store::{
@@ -104,6 +113,15 @@ pub use store::{
 
 /// Identifies one client connection; chosen by the runner, unique among live connections.
 pub type ConnId = u64;
+
+/// A connection listening to a mailbox, and how many of its messages (in insertion order) it
+/// was sent: the replay at `open`, then each echo. Messages past that count are what it still
+/// needs, whichever relay process added them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Listener {
+    conn: ConnId,
+    delivered: usize,
+}
 
 /// Relay settings (the Python server's command-line options).
 #[derive(Debug, Clone, PartialEq)]
@@ -174,8 +192,9 @@ pub struct Relay<S: MailboxStore = MemoryStore> {
     store: S,
     rng: ChaCha20Rng,
     conns: HashMap<ConnId, Conn>,
-    /// `(appid, mailbox)` → connections listening, in subscription order.
-    subscribers: HashMap<(String, String), Vec<ConnId>>,
+    /// `(appid, mailbox)` → connections listening, in subscription order, each with how many
+    /// of the mailbox's messages it was sent.
+    subscribers: HashMap<(String, String), Vec<Listener>>,
     outputs: VecDeque<RelayOutput>,
     /// The open batch, if any: its outputs are held back until it commits.
     batch: Option<Batch>,
@@ -356,18 +375,19 @@ impl<S: MailboxStore> Relay<S> {
         self.conns.entry(conn).or_default();
         if let Err(refusal) = self.dispatch(conn, mtype, &msg, now) {
             let error = match refusal {
-                Refusal::Error(error) => error,
+                Refusal::Error(error) => error.to_owned(),
                 Refusal::Limit(limit) => {
                     tracing::debug!(conn, limit = limit.name(), "relay: limit reached");
                     self.metrics.limit_hit(limit.name());
-                    limit.error()
+                    limit.error().to_owned()
                 }
                 Refusal::Store(e) => {
-                    tracing::warn!(conn, error = %e, "relay: store failure");
-                    errors::INTERNAL
+                    let cause = errors::store_failure(&e);
+                    tracing::warn!(conn, error = %cause, "relay: store failure");
+                    cause
                 }
             };
-            self.send_error(conn, error, Value::Object(msg), now);
+            self.send_error(conn, &error, Value::Object(msg), now);
         }
     }
 
@@ -455,10 +475,8 @@ impl<S: MailboxStore> Relay<S> {
         let expired = self.store.transaction(&mut |tx| {
             let mut expired = Vec::new();
             for appid in tx.app_ids()? {
-                for id in tx.mailbox_ids(&appid)? {
-                    if tx.mailbox(&appid, &id)?.is_some_and(|m| m.updated <= old) {
-                        expired.push((appid.clone(), id));
-                    }
+                for id in tx.idle_mailbox_ids(&appid, old)? {
+                    expired.push((appid.clone(), id));
                 }
             }
             Ok(expired)
@@ -506,7 +524,7 @@ impl<S: MailboxStore> Relay<S> {
         self.forget_mailbox(appid, id);
         if let Some(listeners) = self.subscribers.remove(&(appid.to_owned(), id.to_owned())) {
             for listener in listeners {
-                if let Some(state) = self.conns.get_mut(&listener) {
+                if let Some(state) = self.conns.get_mut(&listener.conn) {
                     state.listening = false;
                 }
             }
@@ -516,7 +534,7 @@ impl<S: MailboxStore> Relay<S> {
     fn unsubscribe(&mut self, appid: &str, mailbox: &str, conn: ConnId) {
         let key = (appid.to_owned(), mailbox.to_owned());
         if let Some(listeners) = self.subscribers.get_mut(&key) {
-            listeners.retain(|&c| c != conn);
+            listeners.retain(|l| l.conn != conn);
             if listeners.is_empty() {
                 self.subscribers.remove(&key);
             }

@@ -53,9 +53,9 @@ impl<S: MailboxStore> Relay<S> {
             return;
         };
         let frame = message_frame(stored, now);
-        for &conn in listeners {
+        for listener in listeners {
             self.outputs.push_back(RelayOutput::Send {
-                conn,
+                conn: listener.conn,
                 frame: Arc::clone(&frame),
             });
         }

@@ -25,7 +25,8 @@ use wormhole_transports::memory::MemoryListener;
 use wormhole_transports::{Connection, Listener, TransportError};
 
 use super::metrics::Metrics;
-use super::{ConnId, MailboxStore, MemoryStore, Relay, RelayConfig, RelayOutput};
+use super::shared::SharedStore;
+use super::{ConnId, MailboxChange, MailboxStore, MemoryStore, Relay, RelayConfig, RelayOutput};
 use crate::clock::{Clock, TokioClock};
 use budget::{Budget, Inbound};
 use outbox::Outbox;
@@ -169,6 +170,29 @@ pub fn spawn<S: MailboxStore + Send + 'static>(
     options: ServerOptions,
     clock: Arc<dyn Clock>,
 ) -> RelayHandle {
+    spawn_inner(listeners, store, None, options, clock)
+}
+
+/// Starts a relay, as [`spawn`], over a store that other relay processes share: besides the
+/// clients' commands, the relay follows the store's change feed ([`SharedStore::changes`]),
+/// so that its listeners get the messages added through the other processes.
+pub fn spawn_shared<S: SharedStore + Send + 'static>(
+    listeners: Vec<Box<dyn Listener>>,
+    store: S,
+    options: ServerOptions,
+    clock: Arc<dyn Clock>,
+) -> RelayHandle {
+    let changes = store.changes();
+    spawn_inner(listeners, store, Some(changes), options, clock)
+}
+
+fn spawn_inner<S: MailboxStore + Send + 'static>(
+    listeners: Vec<Box<dyn Listener>>,
+    store: S,
+    changes: Option<mpsc::UnboundedReceiver<MailboxChange>>,
+    options: ServerOptions,
+    clock: Arc<dyn Clock>,
+) -> RelayHandle {
     let url = listeners.first().map(|l| l.url()).unwrap_or_default();
     let (stop_tx, stop_rx) = oneshot::channel();
     let seed = options.seed.unwrap_or_else(|| {
@@ -178,7 +202,7 @@ pub fn spawn<S: MailboxStore + Send + 'static>(
     });
     let relay =
         Relay::new(options.config.clone(), store, seed).with_metrics(options.metrics.clone());
-    let task = tokio::spawn(run(relay, listeners, options, clock, stop_rx));
+    let task = tokio::spawn(run(relay, listeners, changes, options, clock, stop_rx));
     RelayHandle {
         url,
         stop: Some(stop_tx),
@@ -227,9 +251,20 @@ impl Queue {
     }
 }
 
+/// The next change of a shared store's feed; never, without a feed.
+async fn next_change(
+    changes: &mut Option<mpsc::UnboundedReceiver<MailboxChange>>,
+) -> Option<MailboxChange> {
+    match changes {
+        Some(feed) => feed.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn run<S: MailboxStore>(
     mut relay: Relay<S>,
     listeners: Vec<Box<dyn Listener>>,
+    mut changes: Option<mpsc::UnboundedReceiver<MailboxChange>>,
     options: ServerOptions,
     clock: Arc<dyn Clock>,
     mut stop: oneshot::Receiver<()>,
@@ -371,6 +406,23 @@ async fn run<S: MailboxStore>(
                 }
                 relay.end_batch();
             }
+            // Messages other relay processes added to mailboxes listened to here (a shared
+            // store), after this process's own events so that a burst of them cannot starve
+            // the clients.
+            change = next_change(&mut changes) => match change {
+                Some(change) => {
+                    relay.begin_batch();
+                    relay.shared_change(change, clock.unix_time());
+                    while let Some(Ok(more)) = changes.as_mut().map(|c| c.try_recv()) {
+                        relay.shared_change(more, clock.unix_time());
+                    }
+                    relay.end_batch();
+                }
+                None => {
+                    tracing::warn!("the shared store's change feed ended");
+                    changes = None;
+                }
+            },
         }
         batch.collect(&mut relay, &conns);
         batch.flush(&conns);

@@ -48,6 +48,12 @@ pub enum StoreError {
     /// The backend failed (I/O, database error, ...).
     #[error("storage backend failed: {0}")]
     Backend(String),
+    /// An optimistic backend's transaction kept conflicting with other writers and gave up.
+    #[error("the store stayed busy: {attempts} attempts conflicted with other relay processes")]
+    Contended {
+        /// How many times the unit of work ran.
+        attempts: u32,
+    },
     /// The database failed while doing `what`.
     #[error("database error while {what}")]
     Database {
@@ -130,6 +136,15 @@ pub trait MailboxTables {
 
     /// The names of all nameplates of `appid` (any order).
     fn nameplate_names(&self, appid: &str) -> Result<Vec<String>, StoreError>;
+    /// The names of the nameplates of `appid` that are `len` bytes long (any order). Nameplate
+    /// allocation reads these per length, so that an optimistic backend sees no conflict
+    /// with allocations of other lengths. A backend should override this when it keeps names
+    /// by length.
+    fn nameplate_names_of_len(&self, appid: &str, len: usize) -> Result<Vec<String>, StoreError> {
+        let mut names = self.nameplate_names(appid)?;
+        names.retain(|name| name.len() == len);
+        Ok(names)
+    }
     /// One nameplate, if it exists.
     fn nameplate(&self, appid: &str, name: &str) -> Result<Option<NameplateRecord>, StoreError>;
     /// Whether a nameplate exists (a backend may answer this faster than [`nameplate`]).
@@ -165,6 +180,17 @@ pub trait MailboxTables {
 
     /// The ids of all mailboxes of `appid` (any order).
     fn mailbox_ids(&self, appid: &str) -> Result<Vec<String>, StoreError>;
+    /// The ids of the mailboxes of `appid` not updated after `old` (any order). A backend
+    /// should override this when it keeps mailboxes ordered by `updated`.
+    fn idle_mailbox_ids(&self, appid: &str, old: f64) -> Result<Vec<String>, StoreError> {
+        let mut idle = Vec::new();
+        for id in self.mailbox_ids(appid)? {
+            if self.mailbox(appid, &id)?.is_some_and(|m| m.updated <= old) {
+                idle.push(id);
+            }
+        }
+        Ok(idle)
+    }
     /// One mailbox, if it exists.
     fn mailbox(&self, appid: &str, id: &str) -> Result<Option<MailboxRecord>, StoreError>;
     /// Whether a mailbox exists (a backend may answer this faster than [`mailbox`]).
@@ -205,6 +231,24 @@ pub trait MailboxTables {
     ///
     /// [`add_message`]: MailboxTables::add_message
     fn messages(&self, appid: &str, mailbox_id: &str) -> Result<Vec<StoredMessage>, StoreError>;
+
+    /// How many messages a mailbox holds (0 for a missing one). A backend should override
+    /// this when it can count without reading the messages.
+    fn message_count(&self, appid: &str, mailbox_id: &str) -> Result<usize, StoreError> {
+        Ok(self.messages(appid, mailbox_id)?.len())
+    }
+
+    /// The messages of a mailbox from the `start`-th on (0-based, insertion order). A
+    /// backend should override this when it can skip the first ones without reading them.
+    fn messages_since(
+        &self,
+        appid: &str,
+        mailbox_id: &str,
+        start: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut messages = self.messages(appid, mailbox_id)?;
+        Ok(messages.split_off(start.min(messages.len())))
+    }
 }
 
 /// A store of [`MailboxTables`] that runs units of work as transactions.

@@ -38,7 +38,7 @@ fn tx<S: MailboxStore, T>(
 }
 
 /// Everything in a store, in a canonical form.
-fn dump<S: MailboxStore>(store: &mut S) -> Value {
+pub(super) fn dump<S: MailboxStore>(store: &mut S) -> Value {
     tx(store, |t| {
         let mut apps = Map::new();
         let mut app_ids = t.app_ids()?;
@@ -74,7 +74,7 @@ fn dump<S: MailboxStore>(store: &mut S) -> Value {
     })
 }
 
-fn tables_behave<S: MailboxStore>(mut store: S) {
+pub(super) fn tables_behave<S: MailboxStore>(mut store: S) {
     // Children of missing rows are refused; deleting missing rows is fine.
     tx(&mut store, |t| {
         let side_err = t.put_nameplate_side(
@@ -242,7 +242,7 @@ fn memory_store_tables_behave() {
 
 /// A random but valid-looking command for a relay with few app ids, sides, nameplates and
 /// mailboxes, so that claims collide, mailboxes crowd and close.
-fn random_frame(rng: &mut ChaCha20Rng) -> String {
+pub(super) fn random_frame(rng: &mut ChaCha20Rng) -> String {
     let pick =
         |rng: &mut ChaCha20Rng, items: &[&str]| items[rng.gen_range(0..items.len())].to_owned();
     let frame = match rng.gen_range(0..12) {
@@ -265,7 +265,11 @@ fn random_frame(rng: &mut ChaCha20Rng) -> String {
 
 /// Feeds the same random life of 12 connections to `relays`; every output must be identical.
 /// Returns how many frames were compared.
-fn differential<S: MailboxStore>(relays: &mut [Relay<S>], seed: u64, steps: usize) -> usize {
+pub(super) fn differential<S: MailboxStore>(
+    relays: &mut [Relay<S>],
+    seed: u64,
+    steps: usize,
+) -> usize {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let mut now = 1.0e9;
     let mut compared = 0;

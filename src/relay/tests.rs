@@ -1294,7 +1294,7 @@ fn store_failure_becomes_an_error_frame() {
             out,
             vec![
                 ack(None),
-                json!({"type": "error", "error": errors::INTERNAL, "orig": frame})
+                json!({"type": "error", "error": format!("{}: storage backend failed: disk on fire", errors::INTERNAL), "orig": frame})
             ]
         );
     }
@@ -1429,7 +1429,7 @@ fn fails_atomically(setup: impl Fn(&mut Harness<FailingStore>), frame: Value) ->
             out,
             vec![
                 ack(None),
-                json!({"type": "error", "error": errors::INTERNAL, "orig": frame})
+                json!({"type": "error", "error": format!("{}: storage backend failed: disk on fire", errors::INTERNAL), "orig": frame})
             ],
             "{frame}: failing at call {k}"
         );

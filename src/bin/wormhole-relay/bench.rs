@@ -34,6 +34,11 @@ pub struct BenchArgs {
     /// `http://HOST:PORT/v1` (HTTP polling on our relay).
     #[arg(long)]
     pub url: String,
+    /// More URLs of the same relay (other processes on one shared store, e.g. Redis): the
+    /// two sides of each exchange use two consecutive URLs of `--url` and these, round-robin,
+    /// so every exchange crosses processes.
+    #[arg(long, value_name = "URL")]
+    pub also_url: Vec<String>,
     /// Concurrent pairs, each running exchanges back to back.
     #[arg(long, default_value_t = 10)]
     pub pairs: usize,
@@ -193,7 +198,8 @@ pub async fn run_exchanges(
     let mut workers = Vec::new();
     for worker in 0..pairs {
         let transport = transport.clone();
-        let url = args.url.clone();
+        let mut urls = vec![args.url.clone()];
+        urls.extend(args.also_url.iter().cloned());
         let appid = args.appid.clone();
         let failed = failed.clone();
         let first_error = first_error.clone();
@@ -215,9 +221,14 @@ pub async fn run_exchanges(
                     }
                     _ => Instant::now(),
                 };
+                let k = worker + n as usize;
+                let ends = (
+                    urls[k % urls.len()].as_str(),
+                    urls[(k + 1) % urls.len()].as_str(),
+                );
                 let outcome = tokio::time::timeout(
                     EXCHANGE_TIMEOUT,
-                    exchange(&transport, &url, &appid, sides),
+                    exchange(&transport, ends, &appid, sides),
                 )
                 .await;
                 match outcome {
@@ -263,13 +274,13 @@ pub async fn run_exchanges(
 /// One exchange between two fresh connections.
 async fn exchange(
     transport: &Arc<dyn Transport>,
-    url: &str,
+    (url_a, url_b): (&str, &str),
     appid: &str,
     (side_a, side_b): (String, String),
 ) -> Result<(), BenchError> {
     let (nameplate_tx, nameplate_rx) = oneshot::channel::<String>();
     let a = async {
-        let mut c = Mini::connect(transport, url, appid, &side_a).await?;
+        let mut c = Mini::connect(transport, url_a, appid, &side_a).await?;
         c.send(ClientMessage::Allocate).await?;
         let nameplate = match c
             .expect(|m| matches!(m, ServerMessage::Allocated { .. }))
@@ -283,7 +294,7 @@ async fn exchange(
     };
     let b = async {
         let nameplate = nameplate_rx.await.map_err(|_| "side A failed")?;
-        let mut c = Mini::connect(transport, url, appid, &side_b).await?;
+        let mut c = Mini::connect(transport, url_b, appid, &side_b).await?;
         c.run_side(&nameplate, &side_a).await
     };
     let (ra, rb) = tokio::join!(a, b);

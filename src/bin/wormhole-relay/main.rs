@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! wormhole-relay [--listen 0.0.0.0:4000] [--db relay.sqlite] [--motd TEXT] [--behind-proxy] ...
+//! wormhole-relay --store redis://127.0.0.1:6379/0   # several relay processes on one Redis
 //! wormhole-relay bench --url ws://127.0.0.1:4000/v1 --pairs 100 --duration 10 [--json]
 //! ```
 
@@ -22,7 +23,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use rand::RngCore;
 use wormhole::clock::TokioClock;
 use wormhole::relay::metrics::Metrics;
-use wormhole::relay::server::{spawn, ServerOptions};
+use wormhole::relay::redis::{RedisOptions, RedisStore};
+use wormhole::relay::server::{spawn, spawn_shared, ServerOptions};
 use wormhole::relay::sqlite::Synchronous;
 use wormhole::relay::{Limits, MemoryStore, Rate, RelayConfig, SqliteStore};
 use wormhole::transports::http::{serve_metrics, HttpPolling, HttpServerOptions};
@@ -51,7 +53,7 @@ enum Command {
     /// Serve the relay (the default when no subcommand is given).
     Serve(Box<ServeArgs>),
     /// Load-test a relay at the mailbox level and print exchanges per second and latency.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +116,24 @@ struct ServeArgs {
     /// Bytes of frames that may wait for one connection before the relay drops it.
     #[arg(long, default_value_t = wormhole::relay::server::OUTBOX_BUDGET)]
     outbox_budget_bytes: usize,
+    /// Where the relay keeps nameplates, mailboxes and messages: `memory` (the default; lost
+    /// when the process stops), or `redis://[:PASSWORD@]HOST:PORT/DB` (Redis or Valkey):
+    /// any number of relay processes on one Redis serve as one relay, behind any TCP load
+    /// balancer. `--db PATH` keeps them in a SQLite file instead.
+    #[arg(
+        long,
+        value_name = "memory|redis://HOST:PORT/DB",
+        default_value = "memory",
+        conflicts_with = "db"
+    )]
+    store: String,
+    /// With a Redis store: the prefix of every key (relays share state only with the same one).
+    #[arg(long, default_value = "wormhole")]
+    redis_prefix: String,
+    /// With a Redis store: milliseconds any call to Redis (and connecting) may take; a command
+    /// that hits it gets an `error` frame naming the cause.
+    #[arg(long, default_value_t = 2000)]
+    redis_timeout_ms: u64,
     /// Bytes of received frames that may wait for the relay core, all connections together;
     /// past it connections wait (and stop reading their sockets).
     #[arg(long, default_value_t = wormhole::relay::server::QUEUE_BYTES)]
@@ -299,7 +319,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Some(Command::Bench(args)) => runtime.block_on(bench::run(args)),
+        Some(Command::Bench(args)) => runtime.block_on(bench::run(*args)),
         Some(Command::Serve(args)) => runtime.block_on(serve(*args)),
         None => runtime.block_on(serve(cli.serve)),
     };
@@ -407,7 +427,21 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             tracing::info!(db = %path.display(), "state kept in SQLite");
             spawn(listeners, store, options, clock)
         }
-        None => spawn(listeners, MemoryStore::default(), options, clock),
+        None if args.store == "memory" => spawn(listeners, MemoryStore::default(), options, clock),
+        None if args.store.starts_with("redis://") || args.store.starts_with("redis+unix://") => {
+            let redis_options = RedisOptions {
+                prefix: args.redis_prefix.clone(),
+                timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
+                clock: clock.clone(),
+                ..RedisOptions::default()
+            };
+            let store = RedisStore::open(&args.store, redis_options)
+                .map_err(|e| format!("cannot use the Redis store: {}", error_chain(&e)))?;
+            tracing::info!(prefix = %args.redis_prefix, "state kept in Redis, shared");
+            spawn_shared(listeners, store, options, clock)
+        }
+        // Not echoed: a mistyped URL may hold a password.
+        None => return Err("--store must be `memory` or a redis:// (or redis+unix://) URL".into()),
     };
     // Tests and scripts read this line to learn the port when listening on port 0.
     // One write, and no panic if nobody reads stdout any more (a script that read the first

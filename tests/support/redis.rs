@@ -1,0 +1,156 @@
+//! A `redis-server` of the test's own (loopback, a free port, its own data directory), and
+//! our relay as a process on a Redis store. Without `redis-server` on the PATH the tests
+//! fail and say so (CI installs it: `.ci/run`).
+
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+
+use crate::support::{free_port, Proc, Stream, TempDir, DEADLINE};
+
+/// A `redis-server` on 127.0.0.1. Killed (SIGKILL) when dropped.
+pub struct TestRedis {
+    proc: Option<Proc>,
+    port: u16,
+    dir: TempDir,
+    appendonly: bool,
+}
+
+impl TestRedis {
+    /// Starts one; `appendonly`: AOF persistence with `appendfsync always`, so that a
+    /// restart on the same directory finds every acknowledged write.
+    pub async fn start(appendonly: bool) -> TestRedis {
+        let mut redis = TestRedis {
+            proc: None,
+            port: free_port(),
+            dir: TempDir::new("redis"),
+            appendonly,
+        };
+        redis.run().await;
+        redis
+    }
+
+    async fn run(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--protected-mode", "yes"])
+            .args(["--appendonly", if self.appendonly { "yes" } else { "no" }])
+            .args(["--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path());
+        if std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            panic!(
+                "redis-server is not installed: these tests need it on the PATH \
+                 (Debian/Ubuntu: apt-get install -y redis-server; .ci/run does that)"
+            );
+        }
+        let proc = Proc::spawn("redis-server", cmd, Vec::new());
+        proc.wait_for(Stream::Stdout, DEADLINE, "redis-server ready", |out| {
+            out.contains("Ready to accept connections").then_some(())
+        })
+        .await;
+        self.proc = Some(proc);
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// SIGKILL.
+    pub async fn kill(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.kill().await;
+        }
+    }
+
+    /// Starts it again on the same port and directory (after [`kill`](Self::kill)).
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.run().await;
+    }
+
+    /// A command to this server (`redis-cli` is not needed: a synchronous client call).
+    pub fn query(&self, args: &[&str]) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let deadline = Duration::from_secs(5);
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        s.set_read_timeout(Some(deadline)).expect("timeout");
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).expect("send");
+        let mut reader = BufReader::new(s);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("reply");
+        if let Some(len) = line.strip_prefix('$') {
+            let len: i64 = len.trim().parse().unwrap_or(-1);
+            if len < 0 {
+                return String::new();
+            }
+            let mut body = vec![0u8; len as usize + 2];
+            std::io::Read::read_exact(&mut reader, &mut body).expect("body");
+            return String::from_utf8_lossy(&body[..len as usize]).into_owned();
+        }
+        line.trim().to_owned()
+    }
+}
+
+/// Our `wormhole-relay` on a Redis store, as a process. Killed (SIGKILL) when dropped.
+pub struct RedisRelay {
+    pub proc: Option<Proc>,
+    pub url: String,
+    pub addr: std::net::SocketAddr,
+}
+
+impl RedisRelay {
+    pub async fn start(store: &str) -> RedisRelay {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wormhole-relay"));
+        cmd.arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--store")
+            .arg(store)
+            .arg("--redis-timeout-ms")
+            .arg("1000")
+            .env("RUST_LOG", "info");
+        let proc = Proc::spawn("wormhole-relay --store redis", cmd, Vec::new());
+        let url = proc
+            .wait_line_after(Stream::Stdout, "wormhole-relay listening on ", DEADLINE)
+            .await;
+        let addr = url
+            .strip_prefix("ws://")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|hp| hp.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected relay URL {url:?}"));
+        RedisRelay {
+            proc: Some(proc),
+            url,
+            addr,
+        }
+    }
+
+    pub async fn kill(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.kill().await;
+        }
+    }
+
+    /// Its log so far (stderr).
+    pub fn log(&self) -> String {
+        self.proc.as_ref().map(|p| p.output().1).unwrap_or_default()
+    }
+}
+
+/// Waits (bounded) until `check` holds.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
