@@ -300,7 +300,13 @@ fn relay_state(data: &RunData, entries: &[Entry], v: &mut Vec<String>) {
     if !all_closed {
         return;
     }
-    let (names, boxes) = data.store.contents(APPID);
+    let (names, boxes) = match data.disk.contents(APPID) {
+        Ok(c) => c,
+        Err(e) => {
+            v.push(format!("cannot read the relay's store: {e}"));
+            return;
+        }
+    };
     if !names.is_empty() || !boxes.is_empty() {
         v.push(format!(
             "every side closed, yet the relay still holds nameplates {names:?} and mailboxes {boxes:?}"

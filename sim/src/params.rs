@@ -9,6 +9,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wormhole::SchedulePreset;
 
+use crate::store::Backend;
+
 /// The scenarios, each run once per seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scenario {
@@ -196,6 +198,8 @@ pub struct Params {
     pub mallory: Option<Duration>,
     /// The relay's mailbox expiry (seconds).
     pub expiry_secs: f64,
+    /// The relay's store.
+    pub backend: Backend,
 }
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -243,6 +247,7 @@ impl Params {
             wrong_code: false,
             mallory: None,
             expiry_secs: 11.0 * 60.0,
+            backend: Backend::Memory,
         };
         match scenario {
             Scenario::Happy => {}
@@ -285,6 +290,10 @@ impl Params {
                     p.faults.push(NetFault::CrashRelay { at, lasting });
                     at += lasting;
                 }
+                // Drawn last, so the draws above stay those of older versions of the harness.
+                if rng.gen_bool(0.5) {
+                    p.backend = Backend::Sqlite;
+                }
             }
             Scenario::LatePeer => {
                 p.tick = MS(100);
@@ -320,6 +329,9 @@ impl Params {
                     at: SECS(30),
                     lasting: MS(back.saturating_sub(day / 4)),
                 });
+                if rng.gen_bool(0.5) {
+                    p.backend = Backend::Sqlite;
+                }
             }
             Scenario::WrongCode => p.wrong_code = true,
             Scenario::Crowded => {
@@ -375,6 +387,9 @@ impl fmt::Display for Params {
         }
         if let Some(m) = self.mallory {
             write!(f, ", third party after {m:?}")?;
+        }
+        if self.backend == Backend::Sqlite {
+            write!(f, ", relay on SQLite")?;
         }
         if self.expiry_secs != 11.0 * 60.0 {
             write!(f, ", relay keeps mailboxes {} s", self.expiry_secs)?;

@@ -20,7 +20,7 @@ use crate::clock::{SimClock, EPOCH_SECS};
 use crate::net::{TurmoilAcceptor, TurmoilDialer};
 use crate::params::{NetFault, Params, Scenario};
 use crate::record::{Log, RecordingTransport, What};
-use crate::store::SharedStore;
+use crate::store::RelayDisk;
 
 /// The app id every client uses.
 pub const APPID: &str = "sim.example/wormhole";
@@ -75,8 +75,8 @@ pub struct RunData {
     pub log: Log,
     /// Client outcomes (alice, bob, mallory as they took part).
     pub outcomes: Vec<(String, Outcome)>,
-    /// The relay's store at the end.
-    pub store: SharedStore,
+    /// The relay's store (its disk) at the end.
+    pub disk: RelayDisk,
     /// Simulated time covered.
     pub elapsed: Duration,
     /// turmoil's verdict if the run did not complete.
@@ -250,7 +250,10 @@ fn wrong_code(code: &Code) -> Code {
 /// Runs one seed of one scenario to its end.
 pub fn run(params: &Params, faults: ClientFaults) -> RunData {
     let log = Log::default();
-    let store = SharedStore::default();
+    let disk = match RelayDisk::new(params.backend) {
+        Ok(disk) => disk,
+        Err(e) => panic!("cannot make the relay's database file: {e}"),
+    };
     let shared = Rc::new(RefCell::new(Shared::default()));
     let mut sim = turmoil::Builder::new()
         .tick_duration(params.tick)
@@ -264,11 +267,11 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
     // The relay: production listener and runner over turmoil TCP; the store outlives crashes.
     let boots = Arc::new(AtomicU32::new(0));
     {
-        let store = store.clone();
+        let disk = disk.clone();
         let seed = params.seed;
         let expiry = params.expiry_secs;
         sim.host("relay", move || {
-            let store = store.clone();
+            let disk = disk.clone();
             let boot = boots.fetch_add(1, Ordering::Relaxed);
             async move {
                 let acceptor = TurmoilAcceptor::bind(RELAY_PORT).await?;
@@ -286,7 +289,14 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
                     seed: Some(derive_seed(seed, &format!("relay boot {boot}"))),
                     ..ServerOptions::default()
                 };
-                let _relay = spawn(vec![Box::new(listener)], store, options, Arc::new(SimClock));
+                let listeners: Vec<Box<dyn wormhole_transports::Listener>> =
+                    vec![Box::new(listener)];
+                let clock = Arc::new(SimClock);
+                // Held until the host crashes (which drops it, like a killed process).
+                let _relay = match disk.open_sqlite() {
+                    Some(store) => spawn(listeners, store?, options, clock),
+                    None => spawn(listeners, disk.memory(), options, clock),
+                };
                 std::future::pending::<()>().await;
                 Ok(())
             }
@@ -351,7 +361,7 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
         params: params.clone(),
         log,
         outcomes,
-        store,
+        disk,
         elapsed,
         sim_error,
         sent: (alice_msgs, if with_bob { bob_msgs } else { Vec::new() }),

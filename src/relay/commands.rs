@@ -1,11 +1,16 @@
 //! The per-connection rules (Python's `WebSocketServer`): what each client command may do on
 //! its connection, checked before the table logic runs, and the replies it gets.
+//!
+//! Each handler has three steps: the checks on this connection's own state (no store access),
+//! then the command's table logic as one [`MailboxStore::transaction`], then, once that has
+//! committed, the per-process effects: this connection's state, subscriptions, replies and
+//! echoes. A store failure thus leaves both the tables and the connection as they were.
 
 use serde_json::{Map, Value};
 
 use super::errors;
 use super::store::{MailboxStore, StoreError, StoredMessage};
-use super::tables::Opened;
+use super::tables::{self, Opened};
 use super::{ConnId, Relay};
 use crate::wire::{NameplateEntry, ServerMessage};
 
@@ -137,7 +142,8 @@ impl<S: MailboxStore> Relay<S> {
 
     fn handle_list(&mut self, conn: ConnId, appid: &str, now: f64) -> Handled {
         let mut names = if self.config.allow_list {
-            self.store.nameplate_names(appid)?
+            self.store
+                .transaction(&mut |tx| tx.nameplate_names(appid))?
         } else {
             Vec::new()
         };
@@ -152,11 +158,20 @@ impl<S: MailboxStore> Relay<S> {
         if self.conn_mut(conn).did_allocate {
             return refuse(errors::GREEDY);
         }
-        let Some(nameplate) = self.find_available_nameplate(appid)? else {
-            return refuse(errors::NO_FREE_NAMEPLATE);
-        };
-        // A fresh nameplate has no other side, so this cannot be crowded or reclaimed.
-        self.claim_nameplate(appid, &nameplate, side, now)?;
+        // Finding a free nameplate and claiming it is one step, so that no other command (of
+        // this relay process or another) can take it in between.
+        let rng = &mut self.rng;
+        let nameplate = self
+            .store
+            .transaction(&mut |tx| {
+                let Some(nameplate) = tables::find_available_nameplate(tx, rng, appid)? else {
+                    return Ok(Err(errors::NO_FREE_NAMEPLATE));
+                };
+                // A fresh nameplate has no other side, so this is neither crowded nor reclaimed.
+                let claimed = tables::claim_nameplate(tx, rng, appid, &nameplate, side, now)?;
+                Ok(claimed.map(|_| nameplate))
+            })?
+            .map_err(Refusal::Error)?;
         self.conn_mut(conn).did_allocate = true;
         self.send(conn, ServerMessage::Allocated { nameplate }, now);
         Ok(())
@@ -182,10 +197,15 @@ impl<S: MailboxStore> Relay<S> {
             Some(n) if is_valid_nameplate(n) => n.to_owned(),
             _ => return refuse(errors::CLAIM_NEEDS_NUMERIC),
         };
+        let rng = &mut self.rng;
+        let claimed = self.store.transaction(&mut |tx| {
+            tables::claim_nameplate(tx, rng, appid, &nameplate, side, now)
+        })?;
+        // A refused claim still uses up the connection's one claim, as in Python.
         let state = self.conn_mut(conn);
         state.did_claim = true;
-        state.nameplate = Some(nameplate.clone());
-        let mailbox = self.claim_nameplate(appid, &nameplate, side, now)?;
+        state.nameplate = Some(nameplate);
+        let mailbox = claimed.map_err(Refusal::Error)?;
         self.send(conn, ServerMessage::Claimed { mailbox }, now);
         Ok(())
     }
@@ -211,8 +231,9 @@ impl<S: MailboxStore> Relay<S> {
                 errors::RELEASE_NEEDS_CLAIM,
             ],
         )?;
-        state.did_release = true;
-        self.release_nameplate(appid, &nameplate, side)?;
+        self.store
+            .transaction(&mut |tx| tables::release_nameplate(tx, appid, &nameplate, side))?;
+        self.conn_mut(conn).did_release = true;
         self.send(conn, ServerMessage::Released, now);
         Ok(())
     }
@@ -234,10 +255,16 @@ impl<S: MailboxStore> Relay<S> {
         let Some(mailbox) = mailbox.as_str() else {
             return refuse(errors::OPEN_NEEDS_STRING);
         };
+        // Opening and reading the messages to replay is one step: an `add` by another process
+        // lands either in the replay or (once subscribed) as an echo.
+        let opened = self.store.transaction(&mut |tx| {
+            if tables::open_mailbox(tx, appid, mailbox, side, now)? == Opened::Crowded {
+                return Ok(Err(errors::CROWDED));
+            }
+            tx.messages(appid, mailbox).map(Ok)
+        })?;
         self.conn_mut(conn).mailbox_id = Some(mailbox.to_owned());
-        if self.open_mailbox(appid, mailbox, side, now)? == Opened::Crowded {
-            return refuse(errors::CROWDED);
-        }
+        let messages = opened.map_err(Refusal::Error)?;
         let state = self.conn_mut(conn);
         state.open = true;
         if !state.listening {
@@ -247,8 +274,8 @@ impl<S: MailboxStore> Relay<S> {
                 .or_default()
                 .push(conn);
         }
-        for stored in self.store.messages(appid, mailbox)? {
-            self.send_message(conn, &stored, now);
+        for stored in &messages {
+            self.send_message(conn, stored, now);
         }
         Ok(())
     }
@@ -285,10 +312,12 @@ impl<S: MailboxStore> Relay<S> {
             server_rx: now,
             msg_id: msg.get("id").filter(|id| !id.is_null()).cloned(),
         };
-        // The mailbox may have been deleted meanwhile (see the module docs).
-        self.ensure_mailbox(appid, &mailbox, false, now)?;
-        self.store.add_message(appid, &mailbox, stored.clone())?;
-        self.store.touch_mailbox(appid, &mailbox, now)?;
+        self.store.transaction(&mut |tx| {
+            // The mailbox may have been deleted meanwhile (see the module docs).
+            tables::ensure_mailbox(tx, appid, &mailbox, false, now)?;
+            tx.add_message(appid, &mailbox, stored.clone())?;
+            tx.touch_mailbox(appid, &mailbox, now)
+        })?;
         let listeners = self
             .subscribers
             .get(&(appid.to_owned(), mailbox))
@@ -321,10 +350,24 @@ impl<S: MailboxStore> Relay<S> {
                 errors::CLOSE_NEEDS_OPEN,
             ],
         )?;
-        // A close on a connection that has not opened the mailbox opens it first.
-        if !state.open && self.open_mailbox(appid, &mailbox, side, now)? == Opened::Crowded {
-            return refuse(errors::CROWDED);
-        }
+        let was_open = state.open;
+        let mood = match msg.get("mood") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(mood)) => Some(mood.clone()),
+            Some(other) => Some(other.to_string()),
+        };
+        let deleted = self
+            .store
+            .transaction(&mut |tx| {
+                // A close on a connection that has not opened the mailbox opens it first.
+                if !was_open
+                    && tables::open_mailbox(tx, appid, &mailbox, side, now)? == Opened::Crowded
+                {
+                    return Ok(Err(errors::CROWDED));
+                }
+                tables::close_mailbox(tx, appid, &mailbox, side, mood.clone()).map(Ok)
+            })?
+            .map_err(Refusal::Error)?;
         let state = self.conn_mut(conn);
         let was_listening = std::mem::take(&mut state.listening);
         let listened_to = state.mailbox_id.clone();
@@ -333,12 +376,9 @@ impl<S: MailboxStore> Relay<S> {
         if let (true, Some(listened_to)) = (was_listening, listened_to) {
             self.unsubscribe(appid, &listened_to, conn);
         }
-        let mood = match msg.get("mood") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(mood)) => Some(mood.clone()),
-            Some(other) => Some(other.to_string()),
-        };
-        self.close_mailbox(appid, &mailbox, side, mood)?;
+        if deleted {
+            self.drop_listeners(appid, &mailbox);
+        }
         self.send(conn, ServerMessage::Closed, now);
         Ok(())
     }

@@ -23,8 +23,10 @@
 //! Split along the Python server's seams: this module holds the relay's inputs and outputs and
 //! the per-process subscriptions; `commands` the per-connection rules (Python's
 //! `WebSocketServer`); `tables` the table logic on the [`MailboxStore`] (Python's `AppNamespace`
-//! and `Mailbox`); `output` builds the frames; [`errors`] the error texts; `store` the store
-//! trait and [`MemoryStore`]; `server` the async runner (feature `relay-server`).
+//! and `Mailbox`), as functions over one transaction's [`MailboxTables`]; `output` builds the
+//! frames; [`errors`] the error texts; `store` the [`MailboxStore`] and [`MailboxTables`] traits
+//! (and how transactions work); `memory` the [`MemoryStore`]; `sqlite` the `SqliteStore`
+//! (feature `sqlite`); `server` the async runner (feature `relay-server`).
 //!
 //! # Behaviour, and where it differs from Python 0.8
 //! * Every frame that has a `type` is acked first (`id` copied verbatim, `null` when absent);
@@ -53,11 +55,16 @@
 
 mod commands;
 pub mod errors;
+mod memory;
 pub mod metrics;
 mod output;
 #[cfg(feature = "relay-server")]
 pub mod server;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 mod store;
+#[cfg(test)]
+mod store_tests;
 mod tables;
 #[cfg(test)]
 mod tests;
@@ -73,8 +80,11 @@ use crate::wire::{ServerMessage, Welcome};
 
 use commands::{Conn, Refusal};
 
+pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 pub use store::{
-    MailboxRecord, MailboxSide, MailboxStore, MemoryStore, NameplateRecord, NameplateSide,
+    MailboxRecord, MailboxSide, MailboxStore, MailboxTables, NameplateRecord, NameplateSide,
     StoreError, StoredMessage,
 };
 
@@ -121,8 +131,8 @@ pub enum RelayOutput {
         /// The JSON text.
         frame: String,
     },
-    /// Close a connection. Like Python 0.8, the core never drops a client by itself today, so it
-    /// does not emit this yet; runners should still honour it.
+    /// Close a connection. The core asks for it only when a batch failed to commit
+    /// ([`Relay::end_batch`]): the connections whose commands were lost must start afresh.
     Close {
         /// The connection.
         conn: ConnId,
@@ -139,6 +149,17 @@ pub struct Relay<S: MailboxStore = MemoryStore> {
     /// `(appid, mailbox)` → connections listening, in subscription order.
     subscribers: HashMap<(String, String), Vec<ConnId>>,
     outputs: VecDeque<RelayOutput>,
+    /// The open batch, if any: its outputs are held back until it commits.
+    batch: Option<Batch>,
+}
+
+/// An open batch of inputs ([`Relay::begin_batch`]).
+#[derive(Debug, Default)]
+struct Batch {
+    /// `outputs.len()` when it began.
+    mark: usize,
+    /// The connections that had an input in it.
+    conns: Vec<ConnId>,
 }
 
 impl<S: MailboxStore> Relay<S> {
@@ -152,6 +173,56 @@ impl<S: MailboxStore> Relay<S> {
             conns: HashMap::new(),
             subscribers: HashMap::new(),
             outputs: VecDeque::new(),
+            batch: None,
+        }
+    }
+
+    /// Opens a batch: the inputs until [`Relay::end_batch`] are handled as usual, each command
+    /// in a transaction of its own, but the store may commit them all at once (a group
+    /// commit), and [`Relay::poll_output`] holds every output back until the batch is over.
+    /// Feed a batch what has arrived at once (the runner takes what its queue holds), and do
+    /// not [`Relay::prune`] inside one. If the store cannot open a batch, each command commits
+    /// by itself.
+    pub fn begin_batch(&mut self) {
+        if self.batch.is_some() {
+            return;
+        }
+        match self.store.begin_batch() {
+            Ok(()) => {
+                self.batch = Some(Batch {
+                    mark: self.outputs.len(),
+                    conns: Vec::new(),
+                })
+            }
+            Err(e) => tracing::warn!(error = %e, "relay: cannot open a batch"),
+        }
+    }
+
+    /// Commits the batch, then releases its outputs. If the commit fails, no command of the
+    /// batch happened: their outputs are dropped, and every connection that had an input in
+    /// it is forgotten and closed ([`RelayOutput::Close`]), so that its client reconnects and
+    /// carries on from what the store holds, as after a relay restart.
+    pub fn end_batch(&mut self) {
+        let Some(batch) = self.batch.take() else {
+            return;
+        };
+        if let Err(e) = self.store.end_batch() {
+            tracing::warn!(error = %e, conns = batch.conns.len(), "relay: a batch failed to commit");
+            self.outputs.truncate(batch.mark);
+            for conn in batch.conns {
+                if self.conns.contains_key(&conn) {
+                    self.disconnected(conn);
+                    self.outputs.push_back(RelayOutput::Close { conn });
+                }
+            }
+        }
+    }
+
+    fn note_input(&mut self, conn: ConnId) {
+        if let Some(batch) = &mut self.batch {
+            if !batch.conns.contains(&conn) {
+                batch.conns.push(conn);
+            }
         }
     }
 
@@ -160,6 +231,7 @@ impl<S: MailboxStore> Relay<S> {
     /// A reused `conn` starts afresh.
     pub fn connected(&mut self, conn: ConnId, addr: Option<SocketAddr>, now: f64) {
         self.disconnected(conn);
+        self.note_input(conn);
         self.conns.insert(conn, Conn::default());
         tracing::debug!(conn, "relay: connected");
         let your_address = addr.map(|addr| {
@@ -184,6 +256,7 @@ impl<S: MailboxStore> Relay<S> {
     /// `error` and the connection stays usable. A frame on an unknown `conn` is handled as on a
     /// fresh connection (without a welcome).
     pub fn received(&mut self, conn: ConnId, frame: &str, now: f64) {
+        self.note_input(conn);
         if frame.len() > self.config.max_frame_bytes {
             tracing::debug!(conn, len = frame.len(), "relay: frame too large");
             self.send_error(conn, errors::FRAME_TOO_LARGE, Value::Null, now);
@@ -238,7 +311,8 @@ impl<S: MailboxStore> Relay<S> {
 
     /// Python's prune: touches every mailbox with a live subscriber, then deletes every mailbox
     /// not updated for [`RelayConfig::channel_expiration_secs`] (with its sides, messages and the
-    /// nameplates pointing at it). Returns how many mailboxes were deleted. A store failure ends
+    /// nameplates pointing at it). Returns how many mailboxes were deleted. Each mailbox is
+    /// deleted in a transaction of its own, which checks its age again. A store failure ends
     /// the pass early (logged); what was deleted so far stays deleted.
     pub fn prune(&mut self, now: f64) -> usize {
         let mut pruned = 0;
@@ -248,8 +322,44 @@ impl<S: MailboxStore> Relay<S> {
         pruned
     }
 
-    /// The next thing for the runner to do, if any. Drain it after every input.
+    fn try_prune(&mut self, now: f64, pruned: &mut usize) -> Result<(), StoreError> {
+        let live: Vec<&(String, String)> = self.subscribers.keys().collect();
+        self.store.transaction(&mut |tx| {
+            for (appid, mailbox) in &live {
+                tx.touch_mailbox(appid, mailbox, now)?;
+            }
+            Ok(())
+        })?;
+        let old = now - self.config.channel_expiration_secs;
+        let expired = self.store.transaction(&mut |tx| {
+            let mut expired = Vec::new();
+            for appid in tx.app_ids()? {
+                for id in tx.mailbox_ids(&appid)? {
+                    if tx.mailbox(&appid, &id)?.is_some_and(|m| m.updated <= old) {
+                        expired.push((appid.clone(), id));
+                    }
+                }
+            }
+            Ok(expired)
+        })?;
+        for (appid, id) in expired {
+            if self
+                .store
+                .transaction(&mut |tx| tables::prune_mailbox(tx, &appid, &id, old))?
+            {
+                self.drop_listeners(&appid, &id);
+                *pruned += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next thing for the runner to do, if any. Drain it after every input (or batch:
+    /// nothing comes out while a batch is open).
     pub fn poll_output(&mut self) -> Option<RelayOutput> {
+        if self.batch.is_some() {
+            return None;
+        }
         self.outputs.pop_front()
     }
 

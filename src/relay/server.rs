@@ -40,6 +40,9 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// the kernel buffers (and in practice far less: see the README's limits).
 pub const OUTBOX_BUDGET: usize = 4 * 1024 * 1024;
 
+/// Most inputs handled as one batch (one commit of a durable store).
+const MAX_BATCH: usize = 256;
+
 /// Settings of a running relay.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -290,31 +293,43 @@ async fn run<S: MailboxStore>(
             }
             event = events_rx.recv() => {
                 let Some(event) = event else { break };
-                match event {
-                    ConnEvent::Incoming(conn) => {
-                        let id = next_id;
-                        next_id += 1;
-                        let addr: Option<SocketAddr> = conn.peer().addr;
-                        let outbox = Arc::new(Outbox::new(options.outbox_budget));
-                        conns.insert(id, outbox.clone());
-                        tokio::spawn(serve_connection(
-                            id,
-                            conn,
-                            events_tx.clone(),
-                            outbox,
-                            clock.clone(),
-                            options.send_timeout,
-                        ));
-                        tracing::debug!(conn = id, ?addr, "connection opened");
-                        relay.connected(id, addr, clock.unix_time());
+                // Everything that has arrived is one batch: the store commits it once (a group
+                // commit), before any reply of it leaves.
+                relay.begin_batch();
+                let mut event = Some(event);
+                let mut taken = 0;
+                while let Some(next) = event.take() {
+                    match next {
+                        ConnEvent::Incoming(conn) => {
+                            let id = next_id;
+                            next_id += 1;
+                            let addr: Option<SocketAddr> = conn.peer().addr;
+                            let outbox = Arc::new(Outbox::new(options.outbox_budget));
+                            conns.insert(id, outbox.clone());
+                            tokio::spawn(serve_connection(
+                                id,
+                                conn,
+                                events_tx.clone(),
+                                outbox,
+                                clock.clone(),
+                                options.send_timeout,
+                            ));
+                            tracing::debug!(conn = id, ?addr, "connection opened");
+                            relay.connected(id, addr, clock.unix_time());
+                        }
+                        ConnEvent::Frame(id, text) => relay.received(id, &text, clock.unix_time()),
+                        ConnEvent::Gone(id) => {
+                            conns.remove(&id);
+                            relay.disconnected(id);
+                            tracing::debug!(conn = id, "connection closed");
+                        }
                     }
-                    ConnEvent::Frame(id, text) => relay.received(id, &text, clock.unix_time()),
-                    ConnEvent::Gone(id) => {
-                        conns.remove(&id);
-                        relay.disconnected(id);
-                        tracing::debug!(conn = id, "connection closed");
+                    taken += 1;
+                    if taken < MAX_BATCH {
+                        event = events_rx.try_recv().ok();
                     }
                 }
+                relay.end_batch();
             }
         }
         // Group each input's replies per connection (usually an `ack` and an answer, or an

@@ -11,17 +11,31 @@
 //! | `messages(app_id, mailbox_id, side, phase, body, server_rx, msg_id)` | [`StoredMessage`] |
 //!
 //! The store holds rows only; every rule (claiming, crowding, when to delete) lives in
-//! [`Relay`](super::Relay), so a SQLite backend is a plain mapping of these methods onto tables.
-//! Which connections listen to which mailbox is runtime state of the relay, not of the store.
-
-use std::collections::BTreeMap;
+//! [`Relay`](super::Relay), so a backend is a plain mapping of the [`MailboxTables`] methods onto
+//! its tables. Which connections listen to which mailbox is runtime state of the relay, not of
+//! the store.
+//!
+//! # Transactions
+//! The relay runs each client command's rules as **one** [`MailboxStore::transaction`]: every
+//! row the command reads and writes goes through the [`MailboxTables`] handed to it, and the
+//! changes are committed together (a durable backend makes them durable) before any reply to
+//! the command leaves, or rolled back together if the command fails with a [`StoreError`]. A
+//! command the rules refuse may still commit rows (the Python server's crowded quirk writes
+//! its rows before refusing), so a refusal is a successful transaction whose result says
+//! "refuse". The rules keep no copy of any row between transactions, so several relay
+//! processes may share one backend that serializes their transactions (SQLite's locking, or an
+//! optimistic engine that calls `work` again after a conflict: `work` is `FnMut` and must be,
+//! and is, free of side effects outside the tables).
+//!
+//! Replays are ordered by insertion ([`MailboxTables::messages`]), never by wall-clock time.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A failure of the storage backend. The relay answers the command that hit it with an `error`
-/// frame; it never panics.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// frame (and rolls the command back); it never panics.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// A row the operation needs does not exist (e.g. a side added to a missing mailbox).
     #[error("not found: {0}")]
@@ -29,6 +43,15 @@ pub enum StoreError {
     /// The backend failed (I/O, database error, ...).
     #[error("storage backend failed: {0}")]
     Backend(String),
+    /// The database failed while doing `what`.
+    #[error("database error while {what}")]
+    Database {
+        /// What the store was doing.
+        what: &'static str,
+        /// The database's error.
+        #[source]
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// One side's row for a nameplate (`nameplate_sides`).
@@ -90,12 +113,13 @@ pub struct StoredMessage {
     pub msg_id: Option<Value>,
 }
 
-/// Storage for nameplates, mailboxes and messages, scoped per app id.
+/// The rows of nameplates, mailboxes and messages, scoped per app id, as seen inside one
+/// transaction (see the [module docs](self)).
 ///
-/// Methods are synchronous; a failure is a [`StoreError`]. Mutations of a missing row's children
-/// (a side of a missing nameplate, a message for a missing mailbox) fail with
-/// [`StoreError::NotFound`]; deleting something missing is not an error.
-pub trait MailboxStore {
+/// A failure is a [`StoreError`]. Mutations of a missing row's children (a side of a missing
+/// nameplate, a message for a missing mailbox) fail with [`StoreError::NotFound`]; deleting
+/// something missing is not an error.
+pub trait MailboxTables {
     /// Every app id that has any nameplate or mailbox.
     fn app_ids(&self) -> Result<Vec<String>, StoreError>;
 
@@ -103,6 +127,12 @@ pub trait MailboxStore {
     fn nameplate_names(&self, appid: &str) -> Result<Vec<String>, StoreError>;
     /// One nameplate, if it exists.
     fn nameplate(&self, appid: &str, name: &str) -> Result<Option<NameplateRecord>, StoreError>;
+    /// Whether a nameplate exists (a backend may answer this faster than [`nameplate`]).
+    ///
+    /// [`nameplate`]: MailboxTables::nameplate
+    fn has_nameplate(&self, appid: &str, name: &str) -> Result<bool, StoreError> {
+        Ok(self.nameplate(appid, name)?.is_some())
+    }
     /// Creates a nameplate with no sides, pointing at `mailbox_id` (replacing any old one).
     fn insert_nameplate(
         &mut self,
@@ -110,7 +140,8 @@ pub trait MailboxStore {
         name: &str,
         mailbox_id: &str,
     ) -> Result<(), StoreError>;
-    /// Inserts a side row of a nameplate, or replaces the row with the same `side`.
+    /// Inserts a side row of a nameplate, or replaces the row with the same `side` (keeping
+    /// its place in the order).
     fn put_nameplate_side(
         &mut self,
         appid: &str,
@@ -132,6 +163,12 @@ pub trait MailboxStore {
     fn mailbox_ids(&self, appid: &str) -> Result<Vec<String>, StoreError>;
     /// One mailbox, if it exists.
     fn mailbox(&self, appid: &str, id: &str) -> Result<Option<MailboxRecord>, StoreError>;
+    /// Whether a mailbox exists (a backend may answer this faster than [`mailbox`]).
+    ///
+    /// [`mailbox`]: MailboxTables::mailbox
+    fn has_mailbox(&self, appid: &str, id: &str) -> Result<bool, StoreError> {
+        Ok(self.mailbox(appid, id)?.is_some())
+    }
     /// Creates an empty mailbox with no sides (replacing any old one).
     fn insert_mailbox(
         &mut self,
@@ -140,14 +177,15 @@ pub trait MailboxStore {
         for_nameplate: bool,
         updated: f64,
     ) -> Result<(), StoreError>;
-    /// Inserts a side row of a mailbox, or replaces the row with the same `side`.
+    /// Inserts a side row of a mailbox, or replaces the row with the same `side` (keeping its
+    /// place in the order).
     fn put_mailbox_side(
         &mut self,
         appid: &str,
         id: &str,
         side: MailboxSide,
     ) -> Result<(), StoreError>;
-    /// Sets a mailbox's `updated` time.
+    /// Sets a mailbox's `updated` time (a missing mailbox is ignored).
     fn touch_mailbox(&mut self, appid: &str, id: &str, when: f64) -> Result<(), StoreError>;
     /// Deletes a mailbox with its sides and messages.
     fn delete_mailbox(&mut self, appid: &str, id: &str) -> Result<(), StoreError>;
@@ -159,236 +197,42 @@ pub trait MailboxStore {
         mailbox_id: &str,
         message: StoredMessage,
     ) -> Result<(), StoreError>;
-    /// The messages of a mailbox in `server_rx` order (insertion order among equal times).
+    /// The messages of a mailbox in insertion order (the order of [`add_message`] calls that
+    /// were committed), whatever their `server_rx`.
+    ///
+    /// [`add_message`]: MailboxTables::add_message
     fn messages(&self, appid: &str, mailbox_id: &str) -> Result<Vec<StoredMessage>, StoreError>;
 }
 
-/// A mailbox together with its messages, as [`MemoryStore`] keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct MemoryMailbox {
-    record: MailboxRecord,
-    messages: Vec<StoredMessage>,
-}
-
-/// The tables of one app id.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct MemoryApp {
-    nameplates: BTreeMap<String, NameplateRecord>,
-    mailboxes: BTreeMap<String, MemoryMailbox>,
-}
-
-impl MemoryApp {
-    fn is_empty(&self) -> bool {
-        self.nameplates.is_empty() && self.mailboxes.is_empty()
-    }
-}
-
-/// An in-memory [`MailboxStore`]: the whole state in plain maps. It never fails, and it
-/// serializes with serde (e.g. to snapshot a relay's state).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct MemoryStore {
-    apps: BTreeMap<String, MemoryApp>,
-}
-
-impl MemoryStore {
-    /// An empty store.
-    pub fn new() -> MemoryStore {
-        MemoryStore::default()
-    }
-
-    /// Whether nothing at all is stored (no nameplate, mailbox or message in any app id).
-    pub fn is_empty(&self) -> bool {
-        self.app_ids().is_ok_and(|apps| apps.is_empty())
-    }
-
-    fn app_mut(&mut self, appid: &str) -> &mut MemoryApp {
-        self.apps.entry(appid.to_owned()).or_default()
-    }
-
-    fn drop_app_if_empty(&mut self, appid: &str) {
-        if self.apps.get(appid).is_some_and(MemoryApp::is_empty) {
-            self.apps.remove(appid);
-        }
-    }
-
-    fn mailbox_mut(&mut self, appid: &str, id: &str) -> Result<&mut MemoryMailbox, StoreError> {
-        self.apps
-            .get_mut(appid)
-            .and_then(|app| app.mailboxes.get_mut(id))
-            .ok_or_else(|| StoreError::NotFound(format!("mailbox {id} of app {appid}")))
-    }
-}
-
-impl MailboxStore for MemoryStore {
-    fn app_ids(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self.apps.keys().cloned().collect())
-    }
-
-    fn nameplate_names(&self, appid: &str) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .apps
-            .get(appid)
-            .map(|app| app.nameplates.keys().cloned().collect())
-            .unwrap_or_default())
-    }
-
-    fn nameplate(&self, appid: &str, name: &str) -> Result<Option<NameplateRecord>, StoreError> {
-        Ok(self
-            .apps
-            .get(appid)
-            .and_then(|app| app.nameplates.get(name))
-            .cloned())
-    }
-
-    fn insert_nameplate(
+/// A store of [`MailboxTables`] that runs units of work as transactions.
+pub trait MailboxStore {
+    /// Runs `work` as one atomic step over the tables. If `work` returns `Ok`, everything it
+    /// changed is committed before this returns (durably, for a durable backend); if it returns
+    /// `Err`, or the commit fails, nothing it changed remains and the error is returned.
+    ///
+    /// A backend with optimistic concurrency may call `work` more than once (after a conflict,
+    /// on a fresh view of the tables); only the last call's changes and result count.
+    fn transaction<T>(
         &mut self,
-        appid: &str,
-        name: &str,
-        mailbox_id: &str,
-    ) -> Result<(), StoreError> {
-        self.app_mut(appid).nameplates.insert(
-            name.to_owned(),
-            NameplateRecord {
-                mailbox_id: mailbox_id.to_owned(),
-                sides: Vec::new(),
-            },
-        );
+        work: &mut dyn FnMut(&mut dyn MailboxTables) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError>;
+
+    /// Opens a batch (a group commit). The transactions until [`end_batch`] still each apply
+    /// or roll back as a unit, but a durable backend may defer making them durable to
+    /// `end_batch`, so their effects must not be shown to anyone before it returns `Ok` (the
+    /// relay holds back its replies; see [`Relay::begin_batch`](super::Relay::begin_batch)).
+    /// The default does nothing: every transaction commits by itself.
+    ///
+    /// [`end_batch`]: MailboxStore::end_batch
+    fn begin_batch(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
 
-    fn put_nameplate_side(
-        &mut self,
-        appid: &str,
-        name: &str,
-        side: NameplateSide,
-    ) -> Result<(), StoreError> {
-        let record = self
-            .apps
-            .get_mut(appid)
-            .and_then(|app| app.nameplates.get_mut(name))
-            .ok_or_else(|| StoreError::NotFound(format!("nameplate {name} of app {appid}")))?;
-        match record.sides.iter_mut().find(|row| row.side == side.side) {
-            Some(row) => *row = side,
-            None => record.sides.push(side),
-        }
+    /// Closes the batch: every transaction since [`begin_batch`] is committed, durably for a
+    /// durable backend. On `Err`, a backend that deferred them has lost all of them.
+    ///
+    /// [`begin_batch`]: MailboxStore::begin_batch
+    fn end_batch(&mut self) -> Result<(), StoreError> {
         Ok(())
-    }
-
-    fn delete_nameplate(&mut self, appid: &str, name: &str) -> Result<(), StoreError> {
-        if let Some(app) = self.apps.get_mut(appid) {
-            app.nameplates.remove(name);
-        }
-        self.drop_app_if_empty(appid);
-        Ok(())
-    }
-
-    fn delete_nameplate_sides_of(&mut self, appid: &str, side: &str) -> Result<(), StoreError> {
-        if let Some(app) = self.apps.get_mut(appid) {
-            for record in app.nameplates.values_mut() {
-                record.sides.retain(|row| row.side != side);
-            }
-        }
-        Ok(())
-    }
-
-    fn delete_nameplates_for_mailbox(
-        &mut self,
-        appid: &str,
-        mailbox_id: &str,
-    ) -> Result<(), StoreError> {
-        if let Some(app) = self.apps.get_mut(appid) {
-            app.nameplates
-                .retain(|_, record| record.mailbox_id != mailbox_id);
-        }
-        self.drop_app_if_empty(appid);
-        Ok(())
-    }
-
-    fn mailbox_ids(&self, appid: &str) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .apps
-            .get(appid)
-            .map(|app| app.mailboxes.keys().cloned().collect())
-            .unwrap_or_default())
-    }
-
-    fn mailbox(&self, appid: &str, id: &str) -> Result<Option<MailboxRecord>, StoreError> {
-        Ok(self
-            .apps
-            .get(appid)
-            .and_then(|app| app.mailboxes.get(id))
-            .map(|mailbox| mailbox.record.clone()))
-    }
-
-    fn insert_mailbox(
-        &mut self,
-        appid: &str,
-        id: &str,
-        for_nameplate: bool,
-        updated: f64,
-    ) -> Result<(), StoreError> {
-        self.app_mut(appid).mailboxes.insert(
-            id.to_owned(),
-            MemoryMailbox {
-                record: MailboxRecord {
-                    for_nameplate,
-                    updated,
-                    sides: Vec::new(),
-                },
-                messages: Vec::new(),
-            },
-        );
-        Ok(())
-    }
-
-    fn put_mailbox_side(
-        &mut self,
-        appid: &str,
-        id: &str,
-        side: MailboxSide,
-    ) -> Result<(), StoreError> {
-        let record = &mut self.mailbox_mut(appid, id)?.record;
-        match record.sides.iter_mut().find(|row| row.side == side.side) {
-            Some(row) => *row = side,
-            None => record.sides.push(side),
-        }
-        Ok(())
-    }
-
-    fn touch_mailbox(&mut self, appid: &str, id: &str, when: f64) -> Result<(), StoreError> {
-        if let Ok(mailbox) = self.mailbox_mut(appid, id) {
-            mailbox.record.updated = when;
-        }
-        Ok(())
-    }
-
-    fn delete_mailbox(&mut self, appid: &str, id: &str) -> Result<(), StoreError> {
-        if let Some(app) = self.apps.get_mut(appid) {
-            app.mailboxes.remove(id);
-        }
-        self.drop_app_if_empty(appid);
-        Ok(())
-    }
-
-    fn add_message(
-        &mut self,
-        appid: &str,
-        mailbox_id: &str,
-        message: StoredMessage,
-    ) -> Result<(), StoreError> {
-        self.mailbox_mut(appid, mailbox_id)?.messages.push(message);
-        Ok(())
-    }
-
-    fn messages(&self, appid: &str, mailbox_id: &str) -> Result<Vec<StoredMessage>, StoreError> {
-        let mut messages = self
-            .apps
-            .get(appid)
-            .and_then(|app| app.mailboxes.get(mailbox_id))
-            .map(|mailbox| mailbox.messages.clone())
-            .unwrap_or_default();
-        // Stable: equal times keep insertion order.
-        messages.sort_by(|a, b| a.server_rx.total_cmp(&b.server_rx));
-        Ok(messages)
     }
 }

@@ -377,6 +377,8 @@ pub struct OurRelay {
     proc: Option<Proc>,
     url: String,
     addr: SocketAddr,
+    /// Extra arguments (e.g. `--db FILE`), given again on a restart.
+    args: Vec<String>,
 }
 
 impl OurRelay {
@@ -387,9 +389,15 @@ impl OurRelay {
 
     /// Starts the relay on `port` (0: any) and waits until it says it is listening.
     pub async fn start_on(port: u16) -> OurRelay {
+        OurRelay::start_with(port, &[]).await
+    }
+
+    /// Starts the relay on `port` (0: any) with extra arguments, which a restart repeats.
+    pub async fn start_with(port: u16, args: &[&str]) -> OurRelay {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wormhole-relay"));
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .args(args)
             .env("RUST_LOG", "info");
         let proc = Proc::spawn("wormhole-relay", cmd, Vec::new());
         let url = proc
@@ -404,6 +412,7 @@ impl OurRelay {
             proc: Some(proc),
             url,
             addr,
+            args: args.iter().map(|a| a.to_string()).collect(),
         }
     }
 
@@ -425,7 +434,8 @@ impl OurRelay {
     /// Kills the relay (if running) and starts a new one on the same port.
     pub async fn restart(&mut self) {
         self.kill().await;
-        let fresh = OurRelay::start_on(self.addr.port()).await;
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let fresh = OurRelay::start_with(self.addr.port(), &args).await;
         assert_eq!(fresh.url, self.url, "the restarted relay has another URL");
         *self = fresh;
     }

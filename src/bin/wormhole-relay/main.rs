@@ -2,7 +2,7 @@
 //! `magic-wormhole-mailbox-server` 0.8, and `wormhole-relay bench`, a load generator.
 //!
 //! ```text
-//! wormhole-relay [--listen 0.0.0.0:4000] [--motd TEXT] [--behind-proxy] ...
+//! wormhole-relay [--listen 0.0.0.0:4000] [--db relay.sqlite] [--motd TEXT] [--behind-proxy] ...
 //! wormhole-relay bench --url ws://127.0.0.1:4000/v1 --pairs 100 --duration 10 [--json]
 //! ```
 
@@ -17,10 +17,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use wormhole::clock::TokioClock;
 use wormhole::relay::server::{spawn, ServerOptions};
-use wormhole::relay::{MemoryStore, RelayConfig};
+use wormhole::relay::sqlite::Synchronous;
+use wormhole::relay::{MemoryStore, RelayConfig, SqliteStore};
 use wormhole::transports::websocket::{
     raise_nofile_limit, DefaultHttpHandler, ServerTls, WebSocketListener, WebSocketOptions,
 };
@@ -61,6 +62,14 @@ struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Keep nameplates, mailboxes and messages in this SQLite file (created if missing), so a
+    /// restarted relay resumes every exchange; without it, state is kept in memory only.
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// When a commit to --db reaches the disk: `normal` survives the relay being killed
+    /// (a power loss may lose the last commits); `full` fsyncs every commit.
+    #[arg(long, value_enum, default_value_t = DbSync::Normal, requires = "db")]
+    db_sync: DbSync,
     /// Message of the day, shown by clients.
     #[arg(long)]
     motd: Option<String>,
@@ -94,6 +103,15 @@ struct ServeArgs {
     /// shared with the load generator. More threads spread connection I/O over cores.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+}
+
+/// `--db-sync`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DbSync {
+    /// `PRAGMA synchronous = NORMAL` (WAL).
+    Normal,
+    /// `PRAGMA synchronous = FULL`.
+    Full,
 }
 
 fn main() -> ExitCode {
@@ -178,12 +196,21 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         send_timeout: Duration::from_secs(args.send_timeout.max(1)),
         outbox_budget: args.outbox_budget_bytes.max(args.max_frame_bytes),
     };
-    let relay = spawn(
-        vec![Box::new(listener)],
-        MemoryStore::default(),
-        options,
-        Arc::new(TokioClock::new()),
-    );
+    let listeners: Vec<Box<dyn Listener>> = vec![Box::new(listener)];
+    let clock = Arc::new(TokioClock::new());
+    let relay = match &args.db {
+        Some(path) => {
+            let sync = match args.db_sync {
+                DbSync::Normal => Synchronous::Normal,
+                DbSync::Full => Synchronous::Full,
+            };
+            let store = SqliteStore::open_with(path, sync)
+                .map_err(|e| format!("cannot use --db {}: {}", path.display(), error_chain(&e)))?;
+            tracing::info!(db = %path.display(), "state kept in SQLite");
+            spawn(listeners, store, options, clock)
+        }
+        None => spawn(listeners, MemoryStore::default(), options, clock),
+    };
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("wormhole-relay listening on {url}");
     tracing::info!(%url, "relay started");

@@ -1,0 +1,596 @@
+//! [`SqliteStore`]: the relay's tables in a SQLite file (feature `sqlite`), so that a relay
+//! restarted on the same file finds every nameplate, mailbox, side and message again.
+//!
+//! The database runs in WAL mode. Each [`MailboxStore::transaction`] is one SQLite transaction
+//! (`BEGIN IMMEDIATE`, so it holds the write lock from its first statement and never has to
+//! upgrade), committed before the relay sends any reply to the command. The relay runner
+//! groups the commands that arrived together into a batch ([`MailboxStore::begin_batch`]):
+//! one SQLite transaction in which each command is a savepoint (so a failing command still
+//! rolls back alone), committed once before any of their replies leaves. That writes each hot
+//! page once per batch instead of once per command. With the default
+//! [`Synchronous::Normal`] (`synchronous = NORMAL`) a commit writes the WAL but does not wait for the
+//! disk: a committed command survives the relay process being killed (the WAL is in the
+//! operating system's cache), and the file is never corrupted, but the last commits before a
+//! power loss or kernel crash may be lost. [`Synchronous::Full`] fsyncs the WAL on every commit.
+//!
+//! The schema (`PRAGMA user_version` = [`SCHEMA_VERSION`]):
+//!
+//! ```sql
+#![doc = include_str!("sqlite_schema.sql")]
+//! ```
+//!
+//! Messages are ordered by `seq`, the insertion order, never by `server_rx`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::config::DbConfig;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde_json::Value;
+
+use super::store::{
+    MailboxRecord, MailboxSide, MailboxStore, MailboxTables, NameplateRecord, NameplateSide,
+    StoreError, StoredMessage,
+};
+
+/// The schema version this relay writes and reads (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = include_str!("sqlite_schema.sql");
+
+/// How long a transaction waits for another process holding the database's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// When a commit reaches the disk (`PRAGMA synchronous`); see the [module docs](self).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// `NORMAL`: survives the process being killed; a power loss may lose the last commits.
+    #[default]
+    Normal,
+    /// `FULL`: every commit is fsynced before the relay answers.
+    Full,
+}
+
+/// The relay's tables in SQLite. See the [module docs](self).
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+    /// Between `begin_batch` and `end_batch`: transactions are savepoints.
+    in_batch: bool,
+}
+
+fn db_err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Database {
+        what,
+        source: Arc::new(e),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` with [`Synchronous::Normal`].
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, Synchronous::Normal)
+    }
+
+    /// Opens (creating if needed) the database at `path`. Refuses a file that is not a
+    /// SQLite database, one with another schema version, and one that has tables but no
+    /// version (e.g. the Python server's database).
+    pub fn open_with(path: impl AsRef<Path>, sync: Synchronous) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(path.as_ref()).map_err(db_err("opening the database"))?;
+        SqliteStore::setup(conn, sync)
+    }
+
+    /// A private database in memory (for tests: same SQL, nothing on disk).
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open_in_memory().map_err(db_err("opening the database"))?;
+        SqliteStore::setup(conn, Synchronous::Normal)
+    }
+
+    fn setup(conn: Connection, sync: Synchronous) -> Result<SqliteStore, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(db_err("setting the busy timeout"))?;
+        // `journal_mode` answers with the mode in force (`memory` for an in-memory database).
+        let _mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(db_err("switching to WAL mode"))?;
+        let sync = match sync {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        };
+        conn.execute_batch(&format!("PRAGMA synchronous = {sync}"))
+            .map_err(db_err("setting synchronous"))?;
+        conn.set_prepared_statement_cache_capacity(64);
+        // The query planner stability guarantee: a cached statement keeps its plan whatever
+        // is bound to it. Without it, this build of SQLite (STAT4) re-prepares a statement
+        // whenever a bound value changes, which cost a third of the relay's time.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+            .map_err(db_err("enabling the query planner stability guarantee"))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(db_err("reading the schema version"))?;
+        match version {
+            0 => {
+                let tables: i64 = conn
+                    .query_row(
+                        "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                        [],
+                        |row| row.get(0),
+                    )
+                    .map_err(db_err("reading the schema"))?;
+                if tables > 0 {
+                    return Err(StoreError::Backend(
+                        "the database has tables but no wormhole-relay schema version: it is \
+                         not a wormhole-relay database (a Python server's database is not \
+                         compatible); give --db a new file"
+                            .into(),
+                    ));
+                }
+                conn.execute_batch(&format!(
+                    "BEGIN;\n{SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"
+                ))
+                .map_err(db_err("creating the schema"))?;
+            }
+            SCHEMA_VERSION => {}
+            other => {
+                return Err(StoreError::Backend(format!(
+                    "the database has schema version {other}, this relay knows only \
+                     {SCHEMA_VERSION}"
+                )))
+            }
+        }
+        Ok(SqliteStore {
+            conn,
+            in_batch: false,
+        })
+    }
+
+    /// The tables outside any transaction (each write commits by itself); for tests and tools.
+    pub fn tables(&mut self) -> impl MailboxTables + '_ {
+        Tables { conn: &self.conn }
+    }
+}
+
+impl MailboxStore for SqliteStore {
+    /// Outside a batch: one SQLite transaction (`BEGIN IMMEDIATE` … `COMMIT`). Inside a batch:
+    /// a savepoint of the batch's transaction, released on success and rolled back on error.
+    fn transaction<T>(
+        &mut self,
+        work: &mut dyn FnMut(&mut dyn MailboxTables) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.in_batch {
+            let savepoint = self
+                .conn
+                .savepoint()
+                .map_err(db_err("beginning a savepoint"))?;
+            // Dropped on error: rolled back to where it began.
+            let result = work(&mut Tables { conn: &savepoint })?;
+            savepoint
+                .commit()
+                .map_err(db_err("releasing a savepoint"))?;
+            return Ok(result);
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err("beginning a transaction"))?;
+        let result = work(&mut Tables { conn: &tx })?;
+        tx.commit().map_err(db_err("committing"))?;
+        Ok(result)
+    }
+
+    /// `BEGIN IMMEDIATE`: the batch holds the write lock until [`end_batch`].
+    ///
+    /// [`end_batch`]: MailboxStore::end_batch
+    fn begin_batch(&mut self) -> Result<(), StoreError> {
+        if !self.in_batch {
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(db_err("beginning a batch"))?;
+            self.in_batch = true;
+        }
+        Ok(())
+    }
+
+    /// `COMMIT`; if that fails, `ROLLBACK` (everything since `begin_batch` is gone).
+    fn end_batch(&mut self) -> Result<(), StoreError> {
+        if !std::mem::take(&mut self.in_batch) {
+            return Ok(());
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            if !self.conn.is_autocommit() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            return Err(db_err("committing a batch")(e));
+        }
+        Ok(())
+    }
+}
+
+/// The [`MailboxTables`] over a connection (inside a transaction, or autocommitting).
+struct Tables<'c> {
+    conn: &'c Connection,
+}
+
+impl Tables<'_> {
+    fn exec(
+        &self,
+        what: &'static str,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<usize, StoreError> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute(params))
+            .map_err(db_err(what))
+    }
+
+    fn exists(
+        &self,
+        what: &'static str,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut stmt| stmt.exists(params))
+            .map_err(db_err(what))
+    }
+
+    fn strings(
+        &self,
+        what: &'static str,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(db_err(what))?;
+        let rows = stmt
+            .query_map(params, |row| row.get(0))
+            .map_err(db_err(what))?;
+        rows.collect::<Result<_, _>>().map_err(db_err(what))
+    }
+}
+
+impl MailboxTables for Tables<'_> {
+    fn app_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.strings(
+            "listing app ids",
+            "SELECT app_id FROM nameplates UNION SELECT app_id FROM mailboxes",
+            [],
+        )
+    }
+
+    fn nameplate_names(&self, appid: &str) -> Result<Vec<String>, StoreError> {
+        self.strings(
+            "listing nameplates",
+            "SELECT name FROM nameplates WHERE app_id = ?1",
+            [appid],
+        )
+    }
+
+    fn nameplate(&self, appid: &str, name: &str) -> Result<Option<NameplateRecord>, StoreError> {
+        const WHAT: &str = "reading a nameplate";
+        let mailbox_id: Option<String> = self
+            .conn
+            .prepare_cached("SELECT mailbox_id FROM nameplates WHERE app_id = ?1 AND name = ?2")
+            .and_then(|mut stmt| stmt.query_row([appid, name], |row| row.get(0)).optional())
+            .map_err(db_err(WHAT))?;
+        let Some(mailbox_id) = mailbox_id else {
+            return Ok(None);
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT side, claimed, added FROM nameplate_sides \
+                 WHERE app_id = ?1 AND name = ?2 ORDER BY rowid",
+            )
+            .map_err(db_err(WHAT))?;
+        let sides = stmt
+            .query_map([appid, name], |row| {
+                Ok(NameplateSide {
+                    side: row.get(0)?,
+                    claimed: row.get(1)?,
+                    added: row.get(2)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(db_err(WHAT))?;
+        Ok(Some(NameplateRecord { mailbox_id, sides }))
+    }
+
+    fn has_nameplate(&self, appid: &str, name: &str) -> Result<bool, StoreError> {
+        self.exists(
+            "reading a nameplate",
+            "SELECT 1 FROM nameplates WHERE app_id = ?1 AND name = ?2",
+            [appid, name],
+        )
+    }
+
+    fn insert_nameplate(
+        &mut self,
+        appid: &str,
+        name: &str,
+        mailbox_id: &str,
+    ) -> Result<(), StoreError> {
+        const WHAT: &str = "inserting a nameplate";
+        if self.has_nameplate(appid, name)? {
+            self.exec(
+                WHAT,
+                "DELETE FROM nameplate_sides WHERE app_id = ?1 AND name = ?2",
+                [appid, name],
+            )?;
+        }
+        self.exec(
+            WHAT,
+            "INSERT OR REPLACE INTO nameplates (app_id, name, mailbox_id) VALUES (?1, ?2, ?3)",
+            [appid, name, mailbox_id],
+        )?;
+        Ok(())
+    }
+
+    fn put_nameplate_side(
+        &mut self,
+        appid: &str,
+        name: &str,
+        side: NameplateSide,
+    ) -> Result<(), StoreError> {
+        let changed = self.exec(
+            "writing a nameplate side",
+            "INSERT INTO nameplate_sides (app_id, name, side, claimed, added) \
+             SELECT ?1, ?2, ?3, ?4, ?5 \
+             WHERE EXISTS (SELECT 1 FROM nameplates WHERE app_id = ?1 AND name = ?2) \
+             ON CONFLICT (app_id, name, side) \
+             DO UPDATE SET claimed = excluded.claimed, added = excluded.added",
+            params![appid, name, side.side, side.claimed, side.added],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!(
+                "nameplate {name} of app {appid}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn delete_nameplate(&mut self, appid: &str, name: &str) -> Result<(), StoreError> {
+        const WHAT: &str = "deleting a nameplate";
+        self.exec(
+            WHAT,
+            "DELETE FROM nameplate_sides WHERE app_id = ?1 AND name = ?2",
+            [appid, name],
+        )?;
+        self.exec(
+            WHAT,
+            "DELETE FROM nameplates WHERE app_id = ?1 AND name = ?2",
+            [appid, name],
+        )?;
+        Ok(())
+    }
+
+    fn delete_nameplate_sides_of(&mut self, appid: &str, side: &str) -> Result<(), StoreError> {
+        self.exec(
+            "deleting nameplate sides",
+            "DELETE FROM nameplate_sides WHERE app_id = ?1 AND side = ?2",
+            [appid, side],
+        )?;
+        Ok(())
+    }
+
+    fn delete_nameplates_for_mailbox(
+        &mut self,
+        appid: &str,
+        mailbox_id: &str,
+    ) -> Result<(), StoreError> {
+        const WHAT: &str = "deleting the nameplates of a mailbox";
+        self.exec(
+            WHAT,
+            "DELETE FROM nameplate_sides WHERE app_id = ?1 AND name IN \
+             (SELECT name FROM nameplates WHERE app_id = ?1 AND mailbox_id = ?2)",
+            [appid, mailbox_id],
+        )?;
+        self.exec(
+            WHAT,
+            "DELETE FROM nameplates WHERE app_id = ?1 AND mailbox_id = ?2",
+            [appid, mailbox_id],
+        )?;
+        Ok(())
+    }
+
+    fn mailbox_ids(&self, appid: &str) -> Result<Vec<String>, StoreError> {
+        self.strings(
+            "listing mailboxes",
+            "SELECT id FROM mailboxes WHERE app_id = ?1",
+            [appid],
+        )
+    }
+
+    fn mailbox(&self, appid: &str, id: &str) -> Result<Option<MailboxRecord>, StoreError> {
+        const WHAT: &str = "reading a mailbox";
+        let row: Option<(bool, f64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT for_nameplate, updated FROM mailboxes WHERE app_id = ?1 AND id = ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row([appid, id], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+            })
+            .map_err(db_err(WHAT))?;
+        let Some((for_nameplate, updated)) = row else {
+            return Ok(None);
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT side, opened, mood, added FROM mailbox_sides \
+                 WHERE app_id = ?1 AND mailbox_id = ?2 ORDER BY rowid",
+            )
+            .map_err(db_err(WHAT))?;
+        let sides = stmt
+            .query_map([appid, id], |row| {
+                Ok(MailboxSide {
+                    side: row.get(0)?,
+                    opened: row.get(1)?,
+                    mood: row.get(2)?,
+                    added: row.get(3)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(db_err(WHAT))?;
+        Ok(Some(MailboxRecord {
+            for_nameplate,
+            updated,
+            sides,
+        }))
+    }
+
+    fn has_mailbox(&self, appid: &str, id: &str) -> Result<bool, StoreError> {
+        self.exists(
+            "reading a mailbox",
+            "SELECT 1 FROM mailboxes WHERE app_id = ?1 AND id = ?2",
+            [appid, id],
+        )
+    }
+
+    fn insert_mailbox(
+        &mut self,
+        appid: &str,
+        id: &str,
+        for_nameplate: bool,
+        updated: f64,
+    ) -> Result<(), StoreError> {
+        if self.has_mailbox(appid, id)? {
+            self.delete_mailbox(appid, id)?;
+        }
+        self.exec(
+            "inserting a mailbox",
+            "INSERT INTO mailboxes (app_id, id, for_nameplate, updated) VALUES (?1, ?2, ?3, ?4)",
+            params![appid, id, for_nameplate, updated],
+        )?;
+        Ok(())
+    }
+
+    fn put_mailbox_side(
+        &mut self,
+        appid: &str,
+        id: &str,
+        side: MailboxSide,
+    ) -> Result<(), StoreError> {
+        let changed = self.exec(
+            "writing a mailbox side",
+            "INSERT INTO mailbox_sides (app_id, mailbox_id, side, opened, mood, added) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
+             WHERE EXISTS (SELECT 1 FROM mailboxes WHERE app_id = ?1 AND id = ?2) \
+             ON CONFLICT (app_id, mailbox_id, side) \
+             DO UPDATE SET opened = excluded.opened, mood = excluded.mood, added = excluded.added",
+            params![appid, id, side.side, side.opened, side.mood, side.added],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("mailbox {id} of app {appid}")));
+        }
+        Ok(())
+    }
+
+    fn touch_mailbox(&mut self, appid: &str, id: &str, when: f64) -> Result<(), StoreError> {
+        self.exec(
+            "touching a mailbox",
+            "UPDATE mailboxes SET updated = ?3 WHERE app_id = ?1 AND id = ?2",
+            params![appid, id, when],
+        )?;
+        Ok(())
+    }
+
+    fn delete_mailbox(&mut self, appid: &str, id: &str) -> Result<(), StoreError> {
+        const WHAT: &str = "deleting a mailbox";
+        self.exec(
+            WHAT,
+            "DELETE FROM messages WHERE app_id = ?1 AND mailbox_id = ?2",
+            [appid, id],
+        )?;
+        self.exec(
+            WHAT,
+            "DELETE FROM mailbox_sides WHERE app_id = ?1 AND mailbox_id = ?2",
+            [appid, id],
+        )?;
+        self.exec(
+            WHAT,
+            "DELETE FROM mailboxes WHERE app_id = ?1 AND id = ?2",
+            [appid, id],
+        )?;
+        Ok(())
+    }
+
+    fn add_message(
+        &mut self,
+        appid: &str,
+        mailbox_id: &str,
+        message: StoredMessage,
+    ) -> Result<(), StoreError> {
+        let msg_id = message.msg_id.as_ref().map(Value::to_string);
+        let changed = self.exec(
+            "adding a message",
+            "INSERT INTO messages (app_id, mailbox_id, side, phase, body, server_rx, msg_id) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 \
+             WHERE EXISTS (SELECT 1 FROM mailboxes WHERE app_id = ?1 AND id = ?2)",
+            params![
+                appid,
+                mailbox_id,
+                message.side,
+                message.phase,
+                message.body,
+                message.server_rx,
+                msg_id
+            ],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!(
+                "mailbox {mailbox_id} of app {appid}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn messages(&self, appid: &str, mailbox_id: &str) -> Result<Vec<StoredMessage>, StoreError> {
+        const WHAT: &str = "reading messages";
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT side, phase, body, server_rx, msg_id FROM messages \
+                 WHERE app_id = ?1 AND mailbox_id = ?2 ORDER BY seq",
+            )
+            .map_err(db_err(WHAT))?;
+        let rows = stmt
+            .query_map([appid, mailbox_id], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, f64>(3)?,
+                    row.get::<_, Option<String>>(4)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(db_err(WHAT))?;
+        rows.into_iter()
+            .map(|(side, phase, body, server_rx, msg_id)| {
+                let msg_id = match msg_id {
+                    None => None,
+                    Some(text) => {
+                        Some(
+                            serde_json::from_str(&text).map_err(|e| StoreError::Database {
+                                what: "reading a message id",
+                                source: Arc::new(e),
+                            })?,
+                        )
+                    }
+                };
+                Ok(StoredMessage {
+                    side,
+                    phase,
+                    body,
+                    server_rx,
+                    msg_id,
+                })
+            })
+            .collect()
+    }
+}
