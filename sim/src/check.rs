@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use wormhole::core::{jitter_bounds, reconnect_delay, Schedule, STABLE_CONNECTION};
+use wormhole::core::{jitter_bounds, reconnect_delay, Schedule, CLOSE_GRACE, STABLE_CONNECTION};
 use wormhole::Error;
 
 use crate::params::Scenario;
@@ -33,7 +33,7 @@ pub fn check(data: &RunData) -> Vec<String> {
         v.push(format!("the simulation did not complete: {e}"));
     }
     let expected: &[&str] = match data.params.scenario {
-        Scenario::Timeout => &["alice"],
+        Scenario::Timeout | Scenario::Abandoned => &["alice"],
         _ if data.params.mallory.is_some() => &["alice", "bob", "mallory"],
         _ => &["alice", "bob"],
     };
@@ -62,6 +62,9 @@ pub fn check(data: &RunData) -> Vec<String> {
         }
     }
     relay_state(data, &entries, &mut v);
+    if data.params.scenario == Scenario::Abandoned {
+        pruned(data, &entries, &mut v);
+    }
     v
 }
 
@@ -104,6 +107,12 @@ fn outcomes(data: &RunData, v: &mut Vec<String>) {
     };
     let ca = class(&alice.result);
     match scenario {
+        Scenario::Abandoned => {
+            if ca != "timeout" {
+                v.push(format!("alice should time out, ended: {ca}"));
+            }
+            return;
+        }
         Scenario::Timeout => {
             if ca != "timeout" {
                 v.push(format!("alice should time out, ended: {ca}"));
@@ -258,8 +267,9 @@ fn schedule(data: &RunData, who: &str, o: &Outcome, entries: &[Entry], v: &mut V
     }
 }
 
-/// A timed-out session gave up at its deadline, within one tick: its first goodbye frame (or
-/// its end, if it could not say goodbye) is at `started + timeout`.
+/// A timed-out session gave up at its deadline, within one tick: it sends its goodbye
+/// (`release`/`close`) then if it has one to send, and ends at once if its link was down then;
+/// a polite close over a link that is up takes at most [`CLOSE_GRACE`] more.
 fn timeout_on_time(data: &RunData, who: &str, o: &Outcome, entries: &[Entry], v: &mut Vec<String>) {
     let p = &data.params;
     let timeout = if who == "mallory" {
@@ -268,20 +278,74 @@ fn timeout_on_time(data: &RunData, who: &str, o: &Outcome, entries: &[Entry], v:
         p.timeout
     };
     let deadline = o.started + timeout;
-    let goodbye = entries
-        .iter()
-        .filter(|e| e.who == who && e.at + p.tick >= deadline)
+    let mine = || entries.iter().filter(|e| e.who == who);
+    let goodbye = mine()
+        .filter(|e| e.at + p.tick >= deadline)
         .find(|e| match &e.what {
             What::Sent(f) => f.contains(r#""type":"close""#) || f.contains(r#""type":"release""#),
             _ => false,
         })
         .map(|e| e.at);
-    let fired = goodbye.map_or(o.ended, |g| g.min(o.ended));
-    if fired + p.tick < deadline || fired > deadline + p.tick {
+    let early = |t: Duration| t + p.tick < deadline;
+    if let Some(g) = goodbye {
+        if early(g) || g > deadline + p.tick {
+            v.push(format!(
+                "{who}: said goodbye at {g:?} on a timeout whose deadline was {deadline:?} (tick {:?})",
+                p.tick
+            ));
+        }
+    }
+    let link_up = entries
+        .iter()
+        .rev()
+        .filter(|e| e.who == who && e.at <= deadline)
+        .find(|e| {
+            matches!(
+                e.what,
+                What::Connected | What::Lost(_) | What::ConnectFailed(_) | What::Closed
+            )
+        })
+        .is_some_and(|e| e.what == What::Connected);
+    let latest = if link_up {
+        deadline + CLOSE_GRACE + p.tick
+    } else {
+        deadline + p.tick
+    };
+    if early(o.ended) || o.ended > latest {
         v.push(format!(
-            "{who}: the timeout fired at {fired:?}, its deadline was {deadline:?} (tick {:?})",
-            p.tick
+            "{who}: timed out at {:?}; its deadline was {deadline:?}, so it should have ended by {latest:?} (link {} at the deadline)",
+            o.ended,
+            if link_up { "up" } else { "down" }
         ));
+    }
+}
+
+/// An abandoned exchange (no side could close) is still held when its clients are gone, and
+/// pruned by the end: the relay's expiry runs in virtual time.
+fn pruned(data: &RunData, entries: &[Entry], v: &mut Vec<String>) {
+    let holds: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| match &e.what {
+            What::Net(t) if t.starts_with("relay holds") => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    let empty = "relay holds 0 nameplate(s), 0 mailbox(es)";
+    match holds.as_slice() {
+        [when_gone, at_end] => {
+            if *when_gone == empty {
+                v.push(
+                    "alice could not close, yet the relay held nothing when she was gone".into(),
+                );
+            }
+            if *at_end != empty {
+                v.push(format!(
+                    "the abandoned exchange was not pruned within {:?}: {at_end}",
+                    data.params.linger.unwrap_or_default()
+                ));
+            }
+        }
+        other => v.push(format!("expected two store probes, got {}", other.len())),
     }
 }
 

@@ -34,11 +34,14 @@ pub enum Scenario {
     Crowded,
     /// Nobody comes: the hard timeout fires at its deadline.
     Timeout,
+    /// alice vanishes for good (her link is cut, she cannot close): the relay prunes the
+    /// exchange in virtual time.
+    Abandoned,
 }
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Happy,
         Scenario::Latency,
         Scenario::Partition,
@@ -48,6 +51,7 @@ impl Scenario {
         Scenario::WrongCode,
         Scenario::Crowded,
         Scenario::Timeout,
+        Scenario::Abandoned,
     ];
 
     /// The scenario's name on the command line.
@@ -62,6 +66,7 @@ impl Scenario {
             Scenario::WrongCode => "wrong-code",
             Scenario::Crowded => "crowded",
             Scenario::Timeout => "timeout",
+            Scenario::Abandoned => "abandoned",
         }
     }
 }
@@ -200,6 +205,9 @@ pub struct Params {
     pub expiry_secs: f64,
     /// The relay's store.
     pub backend: Backend,
+    /// Keep the simulation running until then, after the clients finished (for the relay's
+    /// pruning).
+    pub linger: Option<Duration>,
 }
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -248,6 +256,7 @@ impl Params {
             mallory: None,
             expiry_secs: 11.0 * 60.0,
             backend: Backend::Memory,
+            linger: None,
         };
         match scenario {
             Scenario::Happy => {}
@@ -337,6 +346,25 @@ impl Params {
             Scenario::Crowded => {
                 p.timeout = SECS(60);
                 p.mallory = Some(ms_between(&mut rng, 0, 5_000));
+            }
+            Scenario::Abandoned => {
+                // Coarse ticks: nothing but timers for half an hour.
+                p.tick = SECS(1);
+                p.latency = (MS(1), ms_between(&mut rng, 1, 500));
+                p.timeout = ms_between(&mut rng, 30_000, 600_000);
+                p.limit = SECS(3 * 3600);
+                // Python's expiry is 11 minutes, pruned every 5; a stale connection is
+                // dropped by the relay's keepalive after 10 minutes; alice's timeout is at most
+                // 10 minutes. All of it is over within an hour.
+                p.linger = Some(SECS(3600));
+                p.faults.push(NetFault::Partition {
+                    target: Target::Alice,
+                    at: ms_between(&mut rng, 3_000, 20_000),
+                    lasting: SECS(86_400),
+                });
+                if rng.gen_bool(0.5) {
+                    p.backend = Backend::Sqlite;
+                }
             }
             Scenario::Timeout => {
                 p.timeout = ms_between(&mut rng, 5_000, 120_000);

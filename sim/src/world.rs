@@ -312,7 +312,7 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
         log: log.clone(),
         shared: shared.clone(),
     };
-    let with_bob = params.scenario != Scenario::Timeout;
+    let with_bob = !matches!(params.scenario, Scenario::Timeout | Scenario::Abandoned);
     {
         let c = spec("alice");
         let (mine, expect) = (
@@ -353,7 +353,7 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
         });
     }
 
-    let sim_error = drive(&mut sim, params, &log, &shared, joiners);
+    let sim_error = drive(&mut sim, params, &log, &shared, joiners, &disk);
     let elapsed = sim.elapsed();
     drop(sim);
     let outcomes = std::mem::take(&mut shared.borrow_mut().outcomes);
@@ -388,7 +388,9 @@ fn drive(
     log: &Log,
     shared: &Rc<RefCell<Shared>>,
     mut joiners: Vec<Joiner>,
+    disk: &RelayDisk,
 ) -> Option<String> {
+    let mut clients_done = false;
     // Each fault waits for its anchor: the first connection of the clients it concerns.
     let mut pending: Vec<(Option<Duration>, Action)> = params
         .faults
@@ -432,12 +434,39 @@ fn drive(
             }
         }
         match sim.step() {
-            // Done once every client is, including those still due to join.
-            Ok(true) if joiners.is_empty() || shared.borrow().code_at.is_none() => return None,
+            // Done once every client is, including those still due to join (and, for a
+            // scenario that lingers, once the relay had its time).
+            Ok(true) if joiners.is_empty() || shared.borrow().code_at.is_none() => {
+                if !clients_done {
+                    clients_done = true;
+                    log.push_at(sim.elapsed(), "sim", What::Net(holds(disk)));
+                }
+                match params.linger {
+                    Some(until) if sim.elapsed() < until => {}
+                    _ => {
+                        if params.linger.is_some() {
+                            log.push_at(sim.elapsed(), "sim", What::Net(holds(disk)));
+                        }
+                        return None;
+                    }
+                }
+            }
             Ok(true) => {}
             Ok(false) => {}
             Err(e) => return Some(e.to_string()),
         }
+    }
+}
+
+/// What the relay's store holds for the app id, as a trace line.
+fn holds(disk: &RelayDisk) -> String {
+    match disk.contents(APPID) {
+        Ok((names, boxes)) => format!(
+            "relay holds {} nameplate(s), {} mailbox(es)",
+            names.len(),
+            boxes.len()
+        ),
+        Err(e) => format!("relay store unreadable: {e}"),
     }
 }
 

@@ -83,7 +83,12 @@ fn timeout() {
 }
 
 #[test]
+fn abandoned() {
+    all_seeds_pass(Scenario::Abandoned);
+}
+
+#[test]
 fn every_scenario_has_a_test() {
     // Keep this file in step with Scenario::ALL.
-    assert_eq!(Scenario::ALL.len(), 9);
+    assert_eq!(Scenario::ALL.len(), 10);
 }
