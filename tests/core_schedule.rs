@@ -321,7 +321,9 @@ impl Net {
                 if let RelayOutput::Send { conn, frame } = out {
                     if Some(conn) == self.conn {
                         let now = self.now;
-                        self.session.handle(now, Input::Frame(frame)).unwrap();
+                        self.session
+                            .handle(now, Input::Frame(frame.to_string()))
+                            .unwrap();
                     }
                 }
             }
@@ -422,9 +424,9 @@ fn the_timeout_counts_from_the_first_start_across_a_restore() {
         .unwrap();
     net.settle();
     net.advance_to(secs(20));
-    let saved = net.session.to_json();
+    let saved = net.session.to_json().unwrap();
     net.drop_connection();
-    net.session = Session::from_json(&saved).unwrap();
+    net.session = Session::from_json(&saved, [7; 32]).unwrap();
     net.settle();
     net.advance_to(secs(29));
     assert!(net.closed().is_none());
@@ -447,8 +449,8 @@ fn a_duration_max_timeout_never_fires_and_never_overflows() {
         net.advance_to(secs(11 * 86_400));
         assert!(net.conn.is_some(), "{preset}: reconnected");
         assert!(net.closed().is_none(), "{preset}: no timeout");
-        let saved = net.session.to_json();
-        let restored = Session::from_json(&saved).unwrap();
+        let saved = net.session.to_json().unwrap();
+        let restored = Session::from_json(&saved, [7; 32]).unwrap();
         assert!(restored.poll_timeout().is_some());
         // Time itself at its limit: every timer saturates.
         let far = Duration::MAX - secs(86_400);

@@ -320,8 +320,8 @@ fn timeout_on_time(data: &RunData, who: &str, o: &Outcome, entries: &[Entry], v:
     }
 }
 
-/// An abandoned exchange (no side could close) is still held when its clients are gone, and
-/// pruned by the end: the relay's expiry runs in virtual time.
+/// An abandoned exchange (no side could close) is pruned by the end: the relay's expiry
+/// runs in virtual time.
 fn pruned(data: &RunData, entries: &[Entry], v: &mut Vec<String>) {
     let holds: Vec<&str> = entries
         .iter()
@@ -332,12 +332,9 @@ fn pruned(data: &RunData, entries: &[Entry], v: &mut Vec<String>) {
         .collect();
     let empty = "relay holds 0 nameplate(s), 0 mailbox(es)";
     match holds.as_slice() {
-        [when_gone, at_end] => {
-            if *when_gone == empty {
-                v.push(
-                    "alice could not close, yet the relay held nothing when she was gone".into(),
-                );
-            }
+        // (The relay may have pruned it before alice was gone: abandoned single-side
+        // nameplates expire early.)
+        [_when_gone, at_end] => {
             if *at_end != empty {
                 v.push(format!(
                     "the abandoned exchange was not pruned within {:?}: {at_end}",

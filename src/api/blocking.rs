@@ -20,11 +20,13 @@
 //! [`Initiator`](crate::Initiator) and [`Receiver`](crate::Receiver) there.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::code::Code;
 use crate::core::{Error, Schedule, SchedulePreset};
 use crate::crypto::Verifier;
+use crate::storage::Storage;
 use crate::Wormhole;
 
 /// A lazily built runtime: building one can fail (no threads), and that must be an error, not
@@ -119,6 +121,39 @@ impl Initiator {
     pub fn verifier(&mut self) -> Option<Verifier> {
         self.inner.wormhole().verifier()
     }
+
+    /// The state as a printable JSON string, valid at every point; see
+    /// [`Wormhole::serialize`]. **It holds secrets.**
+    pub fn serialize(&mut self) -> Result<String, Error> {
+        let inner = &mut self.inner;
+        self.rt.block_on(inner.serialize())?
+    }
+
+    /// Stops without closing and returns the state; see [`Wormhole::suspend`].
+    pub fn suspend(self) -> Result<String, Error> {
+        let Initiator { mut rt, inner } = self;
+        rt.block_on(inner.suspend())?
+    }
+
+    /// Restores from [`serialize`](Initiator::serialize)'s string; see
+    /// [`Wormhole::from_serialized`].
+    pub fn from_serialized(state: &str) -> Result<Initiator, Error> {
+        Ok(Initiator {
+            rt: Runtime::default(),
+            inner: crate::Initiator::from_serialized(state)?,
+        })
+    }
+
+    /// Restores what is journaled under `key` in `storage` (`Ok(None)` if nothing is); see
+    /// [`Wormhole::from_storage`].
+    pub fn from_storage(storage: Arc<dyn Storage>, key: &str) -> Result<Option<Initiator>, Error> {
+        Ok(
+            crate::Initiator::from_storage(storage, key)?.map(|inner| Initiator {
+                rt: Runtime::default(),
+                inner,
+            }),
+        )
+    }
 }
 
 /// Blocking receiver: is given the code, exchanges data.
@@ -183,5 +218,38 @@ impl Receiver {
     /// The verifier, once the key is confirmed.
     pub fn verifier(&mut self) -> Option<Verifier> {
         self.inner.wormhole().verifier()
+    }
+
+    /// The state as a printable JSON string, valid at every point; see
+    /// [`Wormhole::serialize`]. **It holds secrets.**
+    pub fn serialize(&mut self) -> Result<String, Error> {
+        let inner = &mut self.inner;
+        self.rt.block_on(inner.serialize())?
+    }
+
+    /// Stops without closing and returns the state; see [`Wormhole::suspend`].
+    pub fn suspend(self) -> Result<String, Error> {
+        let Receiver { mut rt, inner } = self;
+        rt.block_on(inner.suspend())?
+    }
+
+    /// Restores from [`serialize`](Receiver::serialize)'s string; see
+    /// [`Wormhole::from_serialized`].
+    pub fn from_serialized(state: &str) -> Result<Receiver, Error> {
+        Ok(Receiver {
+            rt: Runtime::default(),
+            inner: crate::Receiver::from_serialized(state)?,
+        })
+    }
+
+    /// Restores what is journaled under `key` in `storage` (`Ok(None)` if nothing is); see
+    /// [`Wormhole::from_storage`].
+    pub fn from_storage(storage: Arc<dyn Storage>, key: &str) -> Result<Option<Receiver>, Error> {
+        Ok(
+            crate::Receiver::from_storage(storage, key)?.map(|inner| Receiver {
+                rt: Runtime::default(),
+                inner,
+            }),
+        )
     }
 }

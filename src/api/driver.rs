@@ -34,6 +34,14 @@ pub(crate) enum Command {
         length: usize,
         reply: oneshot::Sender<Option<Vec<u8>>>,
     },
+    /// The serialized session state (it holds secrets).
+    Serialize {
+        reply: oneshot::Sender<Result<String, Error>>,
+    },
+    /// Stop without closing (the journal stays), replying with the serialized state.
+    Suspend {
+        reply: oneshot::Sender<Result<String, Error>>,
+    },
 }
 
 /// Where the driver journals the session after every change.
@@ -42,6 +50,9 @@ pub(crate) struct Journal {
     pub storage: Arc<dyn Storage>,
     pub key: String,
 }
+
+/// Where the verdict on an application input goes.
+type Reply = oneshot::Sender<Result<(), Error>>;
 
 type Connecting = Pin<Box<dyn Future<Output = Result<Box<dyn Connection>, TransportError>> + Send>>;
 
@@ -54,9 +65,26 @@ pub(crate) struct Observed {
     pub peer_versions: Option<serde_json::Value>,
     pub welcome: Option<Welcome>,
     pub consumed: bool,
+    /// Messages given to `send` so far (restored sessions start from their count).
+    pub sent_messages: u64,
+    /// The serialized state of the session as it ended, for `serialize` after the end.
+    pub final_state: Option<String>,
 }
 
 impl Observed {
+    /// What a (restored) session already knows, before its driver runs.
+    pub fn from_session(session: &Session) -> Observed {
+        Observed {
+            code: session.code().cloned(),
+            verifier: session.verifier(),
+            peer_versions: session.peer_app_versions().cloned(),
+            welcome: None,
+            consumed: session.code_consumed(),
+            sent_messages: session.sent_messages(),
+            final_state: None,
+        }
+    }
+
     fn record(&mut self, event: &Event) {
         match event {
             Event::Code(code) => self.code = Some(code.clone()),
@@ -77,6 +105,8 @@ pub(crate) struct Driver {
     pub transport: Arc<dyn Transport>,
     pub clock: Arc<dyn Clock>,
     pub journal: Option<Journal>,
+    /// The journal was removed (the session is over).
+    pub journal_deleted: bool,
 }
 
 impl Driver {
@@ -97,11 +127,17 @@ impl Driver {
         let mut retired: Vec<Link> = Vec::new();
         let mut connecting: Option<Connecting> = None;
         let mut cmds_open = true;
+        // Replies to application inputs wait until the state they led to is journaled.
+        let mut replies: Vec<(Reply, Result<(), Error>)> = Vec::new();
+        let mut suspended = false;
         loop {
+            // Write-ahead: the state is saved before anything it led to leaves.
+            self.journal();
+            for (reply, result) in replies.drain(..) {
+                let _ = reply.send(result);
+            }
             // Drain what the session wants done; transport failures feed back as inputs.
-            let mut changed = false;
             while let Some(out) = self.session.poll_output() {
-                changed = true;
                 match out {
                     Output::Connect => {
                         retired.retain(|link| !link.is_done());
@@ -124,20 +160,21 @@ impl Driver {
                         retired.extend(conn.take());
                     }
                     Output::Event(event) => {
-                        self.observed
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .record(&event);
+                        let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+                        observed.record(&event);
+                        if matches!(event, Event::Closed(_)) {
+                            // Before the application can learn of the end: `serialize` after
+                            // it returns this.
+                            observed.final_state = self.session.to_json().ok();
+                        }
+                        drop(observed);
                         // The application may have stopped listening; the session still
                         // finishes its close handshake.
                         let _ = events.send(event);
                     }
                 }
             }
-            if changed {
-                self.journal();
-            }
-            if self.session.is_finished() {
+            if self.session.is_finished() || suspended {
                 break;
             }
             let deadline = self.session.poll_timeout();
@@ -174,11 +211,24 @@ impl Driver {
                     Some(Command::Input { input, reply }) => {
                         let result = self.session.handle(now(), input);
                         if let Some(reply) = reply {
-                            let _ = reply.send(result);
+                            replies.push((reply, result));
                         }
                     }
                     Some(Command::DeriveKey { purpose, length, reply }) => {
                         let _ = reply.send(self.session.derive_key(&purpose, length));
+                    }
+                    Some(Command::Serialize { reply }) => {
+                        let _ = reply.send(self.session.to_json().map_err(state_error));
+                    }
+                    Some(Command::Suspend { reply }) => {
+                        // What the session did so far is saved; what it would do next is
+                        // dropped with it (a restore redoes it).
+                        self.journal();
+                        for (reply, result) in replies.drain(..) {
+                            let _ = reply.send(result);
+                        }
+                        let _ = reply.send(self.session.to_json().map_err(state_error));
+                        suspended = true;
                     }
                     None => {
                         // The application dropped its handle: close politely.
@@ -212,13 +262,54 @@ impl Driver {
         })
     }
 
-    fn journal(&self) {
-        if let Some(j) = &self.journal {
-            if let Err(e) = j.storage.put(&j.key, self.session.to_json().as_bytes()) {
-                tracing::warn!(error = %e, "could not journal the session state");
+    /// Saves the state if it changed since the last save; removes the journal once the
+    /// session is over. A state that cannot be serialized is never written over a good one.
+    fn journal(&mut self) {
+        let Some(j) = &self.journal else { return };
+        if self.session.is_finished() {
+            if !self.journal_deleted {
+                self.journal_deleted = true;
+                if let Err(e) = j.storage.delete(&j.key) {
+                    tracing::warn!(error = %e, "could not remove the finished session's journal");
+                }
+            }
+            return;
+        }
+        match self.session.take_changed_state() {
+            Ok(None) => {}
+            Ok(Some(state)) => {
+                if let Err(e) = j.storage.put(&j.key, state.as_bytes()) {
+                    // The exchange goes on; the state is offered again after the next input.
+                    tracing::warn!(error = %e, "could not journal the session state");
+                    self.session.journal_failed();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not serialize the session state; the journal keeps the last good one");
             }
         }
     }
+}
+
+/// A state error as the API's error (its message never holds the state).
+pub(crate) fn state_error(e: crate::core::StateError) -> Error {
+    if let crate::core::StateError::Malformed(json) = &e {
+        // serde's own message may quote the malformed part, which may be a secret.
+        return Error::BadState(format!(
+            "{e} ({:?} error at line {}, column {})",
+            json.classify(),
+            json.line(),
+            json.column()
+        ));
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    Error::BadState(text)
 }
 
 /// "URL: why", for [`Error::RelayUnreachable`].

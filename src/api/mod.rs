@@ -2,17 +2,18 @@
 //!
 //! A `Wormhole` spawns one driver task on the current tokio runtime the first time it is used.
 //! The relay is given as a URL; its scheme picks the transport (`mem://NAME` for an in-process
-//! relay, `ws://` and `wss://` for a WebSocket relay), unless a transport is given with [`Wormhole::with_transport`].
+//! relay, `ws://` and `wss://` for a WebSocket relay, `http://` and `https://` for HTTP polling
+//! with feature `http`), unless a transport is given with [`Wormhole::with_transport`].
 
 mod driver;
 mod link;
+mod resume;
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::RngCore;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use wormhole_transports::memory::MemoryTransport;
@@ -31,8 +32,9 @@ use driver::{Command, Driver, Journal, Observed};
 pub use driver::CONNECT_TIMEOUT;
 pub use link::IO_TIMEOUT;
 
-/// Picks the built-in transport for a relay URL by its scheme; `wss://` trusts the built-in
-/// (Mozilla) root certificates.
+/// Picks the built-in transport for a relay URL by its scheme (`mem`, `ws`/`wss`, and with
+/// feature `http` `http`/`https`); `wss://` and `https://` trust the built-in (Mozilla) root
+/// certificates.
 pub fn transport_for(url: &str) -> Result<Arc<dyn Transport>, Error> {
     let (scheme, _) = split_scheme(url).map_err(|e| Error::InvalidInput(e.to_string()))?;
     match scheme {
@@ -41,6 +43,8 @@ pub fn transport_for(url: &str) -> Result<Arc<dyn Transport>, Error> {
         "ws" | "wss" => Ok(Arc::new(
             wormhole_transports::websocket::WebSocketTransport::default(),
         )),
+        #[cfg(feature = "http")]
+        "http" | "https" => Ok(Arc::new(wormhole_transports::http::HttpTransport::default())),
         other => Err(Error::InvalidInput(format!(
             "no built-in transport for {other}:// relay URLs (relay URL {url:?})"
         ))),
@@ -55,6 +59,10 @@ pub fn transport_for_tls(url: &str, tls: &ClientTls) -> Result<Arc<dyn Transport
     match scheme {
         "ws" | "wss" => Ok(Arc::new(
             wormhole_transports::websocket::WebSocketTransport::default().with_tls(tls.clone()),
+        )),
+        #[cfg(feature = "http")]
+        "http" | "https" => Ok(Arc::new(
+            wormhole_transports::http::HttpTransport::default().with_tls(tls.clone()),
         )),
         _ => transport_for(url),
     }
@@ -100,6 +108,10 @@ pub struct Wormhole {
     clock: Arc<dyn Clock>,
     journal: Option<Journal>,
     seed: Option<[u8; 32]>,
+    /// A saved state to resume from when the driver starts ([`Wormhole::from_serialized`]).
+    saved: Option<String>,
+    /// The session, made before the driver starts when it is serialized that early.
+    unstarted: Option<Session>,
     running: Option<Running>,
     /// What the session has told so far, kept current by the driver.
     observed: Arc<Mutex<Observed>>,
@@ -124,15 +136,19 @@ impl Wormhole {
     /// A wormhole for application `appid` through the relay at `relay_url`, with the default
     /// schedule and timeout. Nothing happens until it is used.
     pub fn new(appid: &str, relay_url: &str) -> Wormhole {
+        let mut config = Config::new(appid);
+        config.relay_url = Some(relay_url.to_string());
         Wormhole {
             url: relay_url.to_string(),
-            config: Config::new(appid),
+            config,
             transport: None,
             #[cfg(feature = "tls")]
             tls: None,
             clock: Arc::new(TokioClock::new()),
             journal: None,
             seed: None,
+            saved: None,
+            unstarted: None,
             running: None,
             observed: Arc::default(),
             nameplates: None,
@@ -235,8 +251,12 @@ impl Wormhole {
         self
     }
 
-    /// Journals the session state (which holds secrets) under `key` in `storage` after every
-    /// change.
+    /// Journals the session state under `key` in `storage`, write-ahead: after every input
+    /// that changed it and before anything it led to leaves (frames to the relay, events and
+    /// replies to the application), so a program killed at any instant resumes with
+    /// [`from_storage`](Wormhole::from_storage). Nothing is written when only time passed; the
+    /// entry is removed when the exchange ends. The state holds secrets: keep the storage
+    /// private.
     pub fn with_journal(mut self, storage: Arc<dyn Storage>, key: &str) -> Wormhole {
         self.journal = Some(Journal {
             storage,
@@ -246,16 +266,10 @@ impl Wormhole {
     }
 
     /// Uses a fixed seed instead of fresh randomness (for tests and simulations only: the seed
-    /// determines the side, the SPAKE2 secret and the nonces).
+    /// determines the side, the SPAKE2 secret and the nonces). For a restored wormhole it is
+    /// the entropy mixed into the saved generator instead: give each restore its own.
     pub fn with_seed(mut self, seed: [u8; 32]) -> Wormhole {
         self.seed = Some(seed);
-        self
-    }
-
-    /// Commits these deliberate faults (the simulation harness's self-tests only).
-    #[cfg(feature = "fault-injection")]
-    pub fn with_faults(mut self, faults: crate::core::Faults) -> Wormhole {
-        self.config.faults = faults;
         self
     }
 
@@ -302,6 +316,13 @@ impl Wormhole {
         self.welcome().ok_or(Error::Closed)
     }
 
+    /// How many messages were given to [`send`](Wormhole::send) so far, counting those sent
+    /// before this wormhole was serialized and restored: a resumed program can tell whether
+    /// it still has to send.
+    pub fn sent_messages(&self) -> u64 {
+        self.observed().sent_messages
+    }
+
     /// Whether the relay confirmed that the nameplate is released (the code is used up).
     pub fn code_consumed(&self) -> bool {
         self.observed().consumed
@@ -316,12 +337,7 @@ impl Wormhole {
                 Some(t) => t.clone(),
                 None => self.default_transport()?,
             };
-            let seed = self.seed.unwrap_or_else(|| {
-                let mut s = [0u8; 32];
-                rand::rngs::OsRng.fill_bytes(&mut s);
-                s
-            });
-            let session = Session::new(self.config.clone(), seed);
+            let session = self.make_session()?;
             let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
             let (ev_tx, ev_rx) = mpsc::unbounded_channel();
             let driver = Driver {
@@ -331,6 +347,7 @@ impl Wormhole {
                 transport,
                 clock: self.clock.clone(),
                 journal: self.journal.clone(),
+                journal_deleted: false,
             };
             tokio::spawn(driver.run(cmd_rx, ev_tx));
             self.running = Some(Running {
@@ -416,6 +433,10 @@ impl Wormhole {
 
     /// Waits until `done` holds, or the session ends (its error, or [`Error::Closed`]).
     async fn wait_for(&mut self, done: impl Fn(&Wormhole) -> bool) -> Result<(), Error> {
+        if self.saved.is_some() && !done(self) {
+            // A restored wormhole resumes as soon as it is waited on.
+            self.start()?;
+        }
         loop {
             if done(self) {
                 return Ok(());
@@ -440,6 +461,10 @@ impl Wormhole {
 
     /// Uses a code typed in by the user.
     pub async fn set_code(&mut self, code: Code) -> Result<(), Error> {
+        if self.code().as_ref() == Some(&code) {
+            // Already in use (e.g. a restored wormhole): nothing to do.
+            return Ok(());
+        }
         self.command(Input::SetCode(code.clone())).await?;
         self.observed().code = Some(code);
         Ok(())
@@ -461,13 +486,23 @@ impl Wormhole {
     /// Sends one message to the other side. It is queued until the key is confirmed, and
     /// delivered even if the connection drops and comes back.
     pub async fn send(&mut self, data: &[u8]) -> Result<(), Error> {
-        self.command(Input::Send(data.to_vec())).await
+        self.command(Input::Send(data.to_vec())).await?;
+        self.observed().sent_messages += 1;
+        Ok(())
     }
 
     /// Waits for the next message from the other side.
     pub async fn recv(&mut self) -> Result<Vec<u8>, Error> {
         self.wait_for(|w| !w.data.is_empty()).await?;
-        self.data.pop_front().ok_or(Error::Closed)
+        let data = self.data.pop_front().ok_or(Error::Closed)?;
+        // Read: it leaves the saved state (until now a restore would hand it over again).
+        if let Some(running) = &self.running {
+            let _ = running.cmds.send(Command::Input {
+                input: Input::DataRead,
+                reply: None,
+            });
+        }
+        Ok(data)
     }
 
     /// Waits until the key is confirmed and returns the verifier.
@@ -501,7 +536,7 @@ impl Wormhole {
         if let Some(outcome) = &self.outcome {
             return outcome.clone();
         }
-        if self.running.is_none() {
+        if self.running.is_none() && self.saved.is_none() {
             self.outcome = Some(Ok(()));
             return Ok(());
         }
@@ -580,9 +615,11 @@ impl Initiator {
     }
 
     /// Sends `mine` and returns the receiver's data; allocates the code first if needed.
+    ///
+    /// A restored initiator that had already sent its message does not send it again.
     pub async fn get_data(&mut self, mine: &[u8]) -> Result<Vec<u8>, Error> {
         self.get_code().await?;
-        self.wormhole.get_data(mine).await
+        self.wormhole.get_data_once(mine).await
     }
 
     /// The underlying wormhole, for multi-message exchanges.
@@ -633,11 +670,13 @@ impl Receiver {
     }
 
     /// Sends `mine` and returns the initiator's data. The code must be set first.
+    ///
+    /// A restored receiver that had already sent its message does not send it again.
     pub async fn get_data(&mut self, mine: &[u8]) -> Result<Vec<u8>, Error> {
         if self.wormhole.code().is_none() {
             return Err(Error::InvalidInput("set the code before get_data".into()));
         }
-        self.wormhole.get_data(mine).await
+        self.wormhole.get_data_once(mine).await
     }
 
     /// The underlying wormhole, for multi-message exchanges.

@@ -47,6 +47,18 @@ pub enum Error {
     /// An input that does not fit the session's state (e.g. a second code).
     #[error("invalid use: {0}")]
     InvalidInput(String),
+    /// A resumed session found that the relay no longer has its mailbox (it was pruned while
+    /// this side was away): the messages exchanged so far are gone, so the exchange cannot
+    /// finish. Start again with a new code.
+    #[error(
+        "the relay no longer has this exchange's mailbox (it expired while this side was away); \
+         start again with a new code"
+    )]
+    MailboxExpired,
+    /// A saved state could not be restored (malformed, from an incompatible release, or
+    /// unreadable storage). The message never contains the state itself.
+    #[error("cannot resume the saved wormhole: {0}")]
+    BadState(String),
 }
 
 impl Error {

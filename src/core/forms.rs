@@ -1,6 +1,6 @@
 //! Serde forms for the serialized session state: durations as whole milliseconds, bytes as
 //! hex, and the random generator as its seed and position. The state then reads as plain JSON
-//! (`"timeout": 300000`, `"pake_seed": "88183638…"`).
+//! (`"timeout": 300000`, `"pake_secret": "88183638…"`).
 
 use std::time::Duration;
 
@@ -38,42 +38,79 @@ pub(crate) mod millis_opt {
     }
 }
 
-/// `Option<[u8; 32]>` as a hex string or null.
-pub(crate) mod hex32_opt {
+/// `[u8; 32]` as a hex string.
+pub(crate) mod hex32 {
     use super::*;
 
-    pub(crate) fn serialize<S: Serializer>(b: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
-        b.as_ref().map(hex::encode).serialize(s)
+    pub(crate) fn serialize<S: Serializer>(b: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&::hex::encode(b))
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<[u8; 32]>, D::Error> {
-        match Option::<String>::deserialize(d)? {
-            None => Ok(None),
-            Some(h) => {
-                let mut out = [0u8; 32];
-                hex::decode_to_slice(&h, &mut out).map_err(serde::de::Error::custom)?;
-                Ok(Some(out))
-            }
-        }
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let h = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        ::hex::decode_to_slice(&h, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
     }
 }
 
-/// `Option<Vec<u8>>` as a hex string or null.
-pub(crate) mod hex_opt {
+/// `Vec<u8>` as a hex string.
+pub(crate) mod hex {
     use super::*;
 
-    pub(crate) fn serialize<S: Serializer>(b: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        b.as_ref().map(hex::encode).serialize(s)
+    pub(crate) fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&::hex::encode(b))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        ::hex::decode(String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A queue of byte strings as a list of hex strings.
+pub(crate) mod hex_deque {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(q: &VecDeque<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(q.iter().map(::hex::encode))
     }
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
-    ) -> Result<Option<Vec<u8>>, D::Error> {
-        Option::<String>::deserialize(d)?
-            .map(|h| hex::decode(h).map_err(serde::de::Error::custom))
-            .transpose()
+    ) -> Result<VecDeque<Vec<u8>>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .into_iter()
+            .map(|h| ::hex::decode(h).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+/// A map from phase numbers to byte strings as `{"3": hex}`.
+pub(crate) mod hex_map {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(
+        m: &BTreeMap<u64, Vec<u8>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(m.iter().map(|(k, v)| (k.to_string(), ::hex::encode(v))))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<u64, Vec<u8>>, D::Error> {
+        BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| {
+                let k = k.parse::<u64>().map_err(serde::de::Error::custom)?;
+                let v = ::hex::decode(v).map_err(serde::de::Error::custom)?;
+                Ok((k, v))
+            })
+            .collect()
     }
 }
 
@@ -92,7 +129,7 @@ pub(crate) mod chacha {
 
     pub(crate) fn serialize<S: Serializer>(rng: &ChaCha20Rng, s: S) -> Result<S::Ok, S::Error> {
         State {
-            seed: hex::encode(rng.get_seed()),
+            seed: ::hex::encode(rng.get_seed()),
             word_pos: u64::try_from(rng.get_word_pos()).unwrap_or(u64::MAX),
         }
         .serialize(s)
@@ -101,7 +138,7 @@ pub(crate) mod chacha {
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ChaCha20Rng, D::Error> {
         let state = State::deserialize(d)?;
         let mut seed = [0u8; 32];
-        hex::decode_to_slice(&state.seed, &mut seed).map_err(serde::de::Error::custom)?;
+        ::hex::decode_to_slice(&state.seed, &mut seed).map_err(serde::de::Error::custom)?;
         let mut rng = ChaCha20Rng::from_seed(seed);
         rng.set_word_pos(u128::from(state.word_pos));
         Ok(rng)

@@ -18,5 +18,6 @@ pub use schedule::{
     DEFAULT_TIMEOUT, LONG_LIVED_TIMEOUT, MAX_RECONNECT_DELAY, RECONNECT_JITTER, STABLE_CONNECTION,
 };
 pub use session::{
-    Config, Event, Input, Output, Session, CLIENT_VERSION, CLOSE_GRACE, DEFAULT_MAX_MESSAGE,
+    Config, Event, Input, Output, Session, StateError, CLIENT_VERSION, CLOSE_GRACE,
+    DEFAULT_MAX_MESSAGE, STATE_VERSION,
 };

@@ -9,6 +9,7 @@
 use serde_json::{Map, Value};
 
 use super::errors;
+use super::limits::{message_bytes, Limit};
 use super::store::{MailboxStore, StoreError, StoredMessage};
 use super::tables::{self, Opened};
 use super::{ConnId, Relay};
@@ -40,6 +41,8 @@ pub(super) struct Conn {
 pub(super) enum Refusal {
     /// Answer with this error string.
     Error(&'static str),
+    /// A limit was reached: answer with its error, and count it.
+    Limit(Limit),
     /// The store failed.
     Store(StoreError),
 }
@@ -135,6 +138,7 @@ impl<S: MailboxStore> Relay<S> {
         let Some(side) = side.as_str() else {
             return refuse(errors::BIND_NEEDS_STRING_SIDE);
         };
+        self.config.limits.check_bind(appid, side)?;
         tracing::debug!(conn, appid, side, "relay: bound");
         self.conn_mut(conn).bound = Some((appid.to_owned(), side.to_owned()));
         Ok(())
@@ -158,6 +162,7 @@ impl<S: MailboxStore> Relay<S> {
         if self.conn_mut(conn).did_allocate {
             return refuse(errors::GREEDY);
         }
+        self.admit_allocation(conn, now)?;
         // Finding a free nameplate and claiming it is one step, so that no other command (of
         // this relay process or another) can take it in between.
         let rng = &mut self.rng;
@@ -197,6 +202,7 @@ impl<S: MailboxStore> Relay<S> {
             Some(n) if is_valid_nameplate(n) => n.to_owned(),
             _ => return refuse(errors::CLAIM_NEEDS_NUMERIC),
         };
+        self.admit_claim(conn, now)?;
         let rng = &mut self.rng;
         let claimed = self.store.transaction(&mut |tx| {
             tables::claim_nameplate(tx, rng, appid, &nameplate, side, now)
@@ -255,6 +261,7 @@ impl<S: MailboxStore> Relay<S> {
         let Some(mailbox) = mailbox.as_str() else {
             return refuse(errors::OPEN_NEEDS_STRING);
         };
+        self.admit_open(conn, appid, mailbox, now)?;
         // Opening and reading the messages to replay is one step: an `add` by another process
         // lands either in the replay or (once subscribed) as an echo.
         let opened = self.store.transaction(&mut |tx| {
@@ -305,12 +312,17 @@ impl<S: MailboxStore> Relay<S> {
         let Some(body) = body.as_str() else {
             return refuse(errors::ADD_NEEDS_STRING_BODY);
         };
+        self.config.limits.check_phase(phase)?;
+        let id = msg.get("id").filter(|id| !id.is_null());
+        let id_text = id.map(Value::to_string);
+        let bytes = message_bytes(side, phase, body, id_text.as_deref());
+        self.admit_message(appid, &mailbox, bytes)?;
         let stored = StoredMessage {
             side: side.to_owned(),
             phase: phase.to_owned(),
             body: body.to_owned(),
             server_rx: now,
-            msg_id: msg.get("id").filter(|id| !id.is_null()).cloned(),
+            msg_id: id.cloned(),
         };
         self.store.transaction(&mut |tx| {
             // The mailbox may have been deleted meanwhile (see the module docs).
@@ -318,14 +330,8 @@ impl<S: MailboxStore> Relay<S> {
             tx.add_message(appid, &mailbox, stored.clone())?;
             tx.touch_mailbox(appid, &mailbox, now)
         })?;
-        let listeners = self
-            .subscribers
-            .get(&(appid.to_owned(), mailbox))
-            .cloned()
-            .unwrap_or_default();
-        for listener in listeners {
-            self.send_message(listener, &stored, now);
-        }
+        self.record_message(appid, &mailbox, bytes);
+        self.broadcast_message(appid, &mailbox, &stored, now);
         Ok(())
     }
 
@@ -351,6 +357,10 @@ impl<S: MailboxStore> Relay<S> {
             ],
         )?;
         let was_open = state.open;
+        self.config.limits.check_mailbox_id(&mailbox)?;
+        if let Some(Value::String(mood)) = msg.get("mood") {
+            self.config.limits.check_string(mood)?;
+        }
         let mood = match msg.get("mood") {
             None | Some(Value::Null) => None,
             Some(Value::String(mood)) => Some(mood.clone()),
@@ -378,6 +388,7 @@ impl<S: MailboxStore> Relay<S> {
         }
         if deleted {
             self.drop_listeners(appid, &mailbox);
+            self.counters.exchanges += 1;
         }
         self.send(conn, ServerMessage::Closed, now);
         Ok(())

@@ -133,6 +133,17 @@ impl Metrics {
     }
 }
 
+#[cfg(feature = "http")]
+impl wormhole_transports::http::HttpMetrics for Metrics {
+    fn request(&self) {
+        Metrics::inc(&self.http_requests_total);
+    }
+
+    fn render(&self) -> String {
+        Metrics::render(self)
+    }
+}
+
 /// One metric family: its HELP and TYPE lines, then one sample per `(labels, value)`.
 fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
     let _ = writeln!(out, "# HELP {name} {help}");

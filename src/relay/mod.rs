@@ -55,6 +55,9 @@
 
 mod commands;
 pub mod errors;
+pub mod limits;
+#[cfg(test)]
+mod limits_tests;
 mod memory;
 pub mod metrics;
 mod output;
@@ -71,6 +74,7 @@ mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -79,6 +83,9 @@ use serde_json::{Map, Value};
 use crate::wire::{ServerMessage, Welcome};
 
 use commands::{Conn, Refusal};
+use limits::LimitState;
+pub use limits::{Limit, Limits, Rate};
+use metrics::Metrics;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "sqlite")]
@@ -106,6 +113,8 @@ pub struct RelayConfig {
     pub max_frame_bytes: usize,
     /// [`Relay::prune`] deletes mailboxes idle this long. Default 11 minutes.
     pub channel_expiration_secs: f64,
+    /// What one client may hold or do (see [`limits`]).
+    pub limits: Limits,
 }
 
 impl Default for RelayConfig {
@@ -117,6 +126,7 @@ impl Default for RelayConfig {
             allow_list: true,
             max_frame_bytes: 1 << 20,
             channel_expiration_secs: 11.0 * 60.0,
+            limits: Limits::default(),
         }
     }
 }
@@ -128,15 +138,26 @@ pub enum RelayOutput {
     Send {
         /// The connection.
         conn: ConnId,
-        /// The JSON text.
-        frame: String,
+        /// The JSON text. A broadcast is serialized once and shared by every listener.
+        frame: Arc<str>,
     },
-    /// Close a connection. The core asks for it only when a batch failed to commit
+    /// Close a connection once the frames queued before this have been sent. The core asks
+    /// for this for a connection it refused ([`Limit::Connections`],
+    /// [`Limit::ConnectionsPerSource`]), and when a batch failed to commit
     /// ([`Relay::end_batch`]): the connections whose commands were lost must start afresh.
     Close {
         /// The connection.
         conn: ConnId,
     },
+}
+
+/// What the core has done since it started, for the runner's metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayCounters {
+    /// `error` frames sent.
+    pub errors_sent: u64,
+    /// Mailboxes closed by their last side (finished exchanges).
+    pub exchanges: u64,
 }
 
 /// The relay core. See the [module docs](self) for its behaviour.
@@ -151,6 +172,9 @@ pub struct Relay<S: MailboxStore = MemoryStore> {
     outputs: VecDeque<RelayOutput>,
     /// The open batch, if any: its outputs are held back until it commits.
     batch: Option<Batch>,
+    limit_state: LimitState,
+    metrics: Arc<Metrics>,
+    counters: RelayCounters,
 }
 
 /// An open batch of inputs ([`Relay::begin_batch`]).
@@ -174,6 +198,9 @@ impl<S: MailboxStore> Relay<S> {
             subscribers: HashMap::new(),
             outputs: VecDeque::new(),
             batch: None,
+            limit_state: LimitState::default(),
+            metrics: Arc::new(Metrics::default()),
+            counters: RelayCounters::default(),
         }
     }
 
@@ -226,11 +253,39 @@ impl<S: MailboxStore> Relay<S> {
         }
     }
 
+    /// Counts limit hits in `metrics` (shared with the runner and the `/metrics` endpoint)
+    /// instead of a private instance.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The counters this relay updates.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// A new connection: queues the `welcome`, whose `your-address` is `{"port": p, "ipv4": ip}`
     /// (or `"ipv6"`) when `addr` is given. `now` is the Unix time in seconds, used for `server_tx`.
     /// A reused `conn` starts afresh.
+    ///
+    /// A connection over [`Limits::connections`] or [`Limits::connections_per_source`] gets
+    /// an `error` frame naming the limit instead, then [`RelayOutput::Close`]; its frames are
+    /// ignored until it is [`disconnected`](Self::disconnected).
     pub fn connected(&mut self, conn: ConnId, addr: Option<SocketAddr>, now: f64) {
         self.disconnected(conn);
+        if let Err(limit) = self.admit_connection(conn, addr, now) {
+            tracing::debug!(
+                conn,
+                ?addr,
+                limit = limit.name(),
+                "relay: connection refused"
+            );
+            self.metrics.limit_hit(limit.name());
+            self.send_error(conn, limit.error(), Value::Null, now);
+            self.outputs.push_back(RelayOutput::Close { conn });
+            return;
+        }
         self.note_input(conn);
         self.conns.insert(conn, Conn::default());
         tracing::debug!(conn, "relay: connected");
@@ -256,6 +311,9 @@ impl<S: MailboxStore> Relay<S> {
     /// `error` and the connection stays usable. A frame on an unknown `conn` is handled as on a
     /// fresh connection (without a welcome).
     pub fn received(&mut self, conn: ConnId, frame: &str, now: f64) {
+        if self.is_refused(conn) {
+            return;
+        }
         self.note_input(conn);
         if frame.len() > self.config.max_frame_bytes {
             tracing::debug!(conn, len = frame.len(), "relay: frame too large");
@@ -279,6 +337,12 @@ impl<S: MailboxStore> Relay<S> {
             return;
         };
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        if !id.is_null() && self.config.limits.check_string(&id.to_string()).is_err() {
+            // Not even acked: the ack would echo the id.
+            self.metrics.limit_hit(Limit::StringBytes.name());
+            self.send_error(conn, Limit::StringBytes.error(), Value::Null, now);
+            return;
+        }
         self.send_with_id(conn, ServerMessage::Ack { id: None }, &id, now);
         // A non-string type is simply unknown.
         let mtype = mtype.as_str().unwrap_or("");
@@ -287,6 +351,11 @@ impl<S: MailboxStore> Relay<S> {
         if let Err(refusal) = self.dispatch(conn, mtype, &msg, now) {
             let error = match refusal {
                 Refusal::Error(error) => error,
+                Refusal::Limit(limit) => {
+                    tracing::debug!(conn, limit = limit.name(), "relay: limit reached");
+                    self.metrics.limit_hit(limit.name());
+                    limit.error()
+                }
                 Refusal::Store(e) => {
                     tracing::warn!(conn, error = %e, "relay: store failure");
                     errors::INTERNAL
@@ -299,6 +368,7 @@ impl<S: MailboxStore> Relay<S> {
     /// The connection went away: it stops listening. Like Python, this does not close its mailbox
     /// or release its nameplate (the client may come back).
     pub fn disconnected(&mut self, conn: ConnId) {
+        self.forget_connection(conn);
         if let Some(state) = self.conns.remove(&conn) {
             tracing::debug!(conn, "relay: disconnected");
             if let (true, Some((appid, _)), Some(mailbox)) =
@@ -309,14 +379,48 @@ impl<S: MailboxStore> Relay<S> {
         }
     }
 
+    /// Like [`disconnected`](Self::disconnected), at `now`: a mailbox whose last listener this
+    /// was is touched, so the time its side went away counts for
+    /// [`Limits::abandoned_nameplate_secs`] (runners should prefer this).
+    pub fn disconnected_at(&mut self, conn: ConnId, now: f64) {
+        let listened = self.conns.get(&conn).and_then(|state| match state {
+            Conn {
+                listening: true,
+                bound: Some((appid, _)),
+                mailbox_id: Some(mailbox),
+                ..
+            } => Some((appid.clone(), mailbox.clone())),
+            _ => None,
+        });
+        self.disconnected(conn);
+        if let Some((appid, mailbox)) = listened {
+            if !self
+                .subscribers
+                .contains_key(&(appid.clone(), mailbox.clone()))
+            {
+                let touched = self
+                    .store
+                    .transaction(&mut |tx| tx.touch_mailbox(&appid, &mailbox, now));
+                if let Err(e) = touched {
+                    tracing::debug!(error = %e, "relay: touching a mailbox left failed");
+                }
+            }
+        }
+    }
+
     /// Python's prune: touches every mailbox with a live subscriber, then deletes every mailbox
     /// not updated for [`RelayConfig::channel_expiration_secs`] (with its sides, messages and the
-    /// nameplates pointing at it). Returns how many mailboxes were deleted. Each mailbox is
-    /// deleted in a transaction of its own, which checks its age again. A store failure ends
-    /// the pass early (logged); what was deleted so far stays deleted.
+    /// nameplates pointing at it). Then, ours: deletes every nameplate claimed by a single side
+    /// whose mailbox nobody listened to for [`Limits::abandoned_nameplate_secs`] (with its
+    /// mailbox). Returns how many mailboxes were deleted. Each mailbox is deleted in a
+    /// transaction of its own, which checks its age again. A store failure ends the pass early
+    /// (logged); what was deleted so far stays deleted.
     pub fn prune(&mut self, now: f64) -> usize {
         let mut pruned = 0;
-        if let Err(e) = self.try_prune(now, &mut pruned) {
+        let result = self
+            .try_prune(now, &mut pruned)
+            .and_then(|()| self.prune_abandoned(now, &mut pruned));
+        if let Err(e) = result {
             tracing::warn!(error = %e, "relay: prune failed");
         }
         pruned
@@ -363,6 +467,11 @@ impl<S: MailboxStore> Relay<S> {
         self.outputs.pop_front()
     }
 
+    /// What the core has done since it started.
+    pub fn counters(&self) -> RelayCounters {
+        self.counters
+    }
+
     /// The store (for tests and persistence).
     pub fn store(&self) -> &S {
         &self.store
@@ -377,6 +486,7 @@ impl<S: MailboxStore> Relay<S> {
 
     /// Unsubscribes every connection from a deleted mailbox.
     fn drop_listeners(&mut self, appid: &str, id: &str) {
+        self.forget_mailbox(appid, id);
         if let Some(listeners) = self.subscribers.remove(&(appid.to_owned(), id.to_owned())) {
             for listener in listeners {
                 if let Some(state) = self.conns.get_mut(&listener) {

@@ -19,16 +19,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngCore;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use wormhole_transports::memory::MemoryListener;
 use wormhole_transports::{Connection, Listener, TransportError};
 
+use super::metrics::Metrics;
 use super::{ConnId, MailboxStore, MemoryStore, Relay, RelayConfig, RelayOutput};
 use crate::clock::{Clock, TokioClock};
 
-/// How often the relay prunes idle mailboxes (the Python server's 5 minutes).
-pub const PRUNE_INTERVAL: Duration = Duration::from_secs(300);
+/// How often the relay prunes idle mailboxes and abandoned nameplates. The Python server
+/// prunes every 5 minutes; once a minute lets
+/// [`Limits::abandoned_nameplate_secs`](super::Limits::abandoned_nameplate_secs) (2 minutes)
+/// take effect on time, at the cost of a scan of the store a minute.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How long one write to a client may take before the relay drops that connection: a client
 /// that stops reading cannot pin its connection's task (and the frames queued for it) forever.
@@ -40,9 +44,17 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// the kernel buffers (and in practice far less: see the README's limits).
 pub const OUTBOX_BUDGET: usize = 4 * 1024 * 1024;
 
-/// Most inputs handled as one batch (one commit of a durable store).
-const MAX_BATCH: usize = 256;
+/// Bytes of received frames that may wait for the core, all connections together. A
+/// connection whose frame does not fit waits (and stops reading its socket, so TCP slows its
+/// client down) until the core has caught up; the core itself never waits for a connection.
+pub const QUEUE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Events (frames, new and closed connections) that may wait for the core.
+const QUEUE_EVENTS: usize = 4096;
+
+/// Inputs the core handles in one turn before it writes what they produced, so that frames
+/// due to one connection from several inputs go out in one write.
+const TURN_EVENTS: usize = 64;
 /// Settings of a running relay.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -57,6 +69,12 @@ pub struct ServerOptions {
     pub send_timeout: Duration,
     /// Bytes of frames that may wait for one connection; past it the connection is dropped.
     pub outbox_budget: usize,
+    /// Bytes of received frames that may wait for the core (see [`QUEUE_BYTES`]); at least
+    /// the transport's largest frame.
+    pub queue_bytes: usize,
+    /// Where the relay counts connections by transport, frames, exchanges, errors and limit
+    /// hits (share it with a `/metrics` endpoint).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for ServerOptions {
@@ -67,6 +85,8 @@ impl Default for ServerOptions {
             seed: None,
             send_timeout: SEND_TIMEOUT,
             outbox_budget: OUTBOX_BUDGET,
+            queue_bytes: QUEUE_BYTES,
+            metrics: Arc::default(),
         }
     }
 }
@@ -129,7 +149,8 @@ pub fn spawn<S: MailboxStore + Send + 'static>(
         rand::rngs::OsRng.fill_bytes(&mut s);
         s
     });
-    let relay = Relay::new(options.config.clone(), store, seed);
+    let relay =
+        Relay::new(options.config.clone(), store, seed).with_metrics(options.metrics.clone());
     let task = tokio::spawn(run(relay, listeners, options, clock, stop_rx));
     RelayHandle {
         url,
@@ -141,8 +162,33 @@ pub fn spawn<S: MailboxStore + Send + 'static>(
 /// What connection tasks tell the core task.
 enum ConnEvent {
     Incoming(Box<dyn Connection>),
-    Frame(ConnId, String),
+    /// A frame, holding its share of the queue's byte budget until the core has handled it.
+    Frame(ConnId, String, OwnedSemaphorePermit),
     Gone(ConnId),
+}
+
+/// The sending side of the bounded queue into the core.
+#[derive(Clone)]
+struct Queue {
+    events: mpsc::Sender<ConnEvent>,
+    bytes: Arc<Semaphore>,
+    max_frame: u32,
+}
+
+impl Queue {
+    /// Queues a frame once there is room for its bytes. `false` once the core is gone.
+    async fn frame(&self, id: ConnId, text: String) -> bool {
+        let len = u32::try_from(text.len())
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.max_frame);
+        let Ok(permit) = self.bytes.clone().acquire_many_owned(len).await else {
+            return false;
+        };
+        self.events
+            .send(ConnEvent::Frame(id, text, permit))
+            .await
+            .is_ok()
+    }
 }
 
 /// Frames waiting to be written to one connection. Lighter than a channel per connection
@@ -155,24 +201,39 @@ struct Outbox {
     state: std::sync::Mutex<OutboxState>,
     ready: tokio::sync::Notify,
     budget: usize,
+    /// The connection wants to know when its frames were handled (HTTP polling).
+    receipts: bool,
+    /// For metrics: the connection's transport.
+    kind: &'static str,
 }
 
 #[derive(Default)]
 struct OutboxState {
-    frames: Vec<String>,
+    frames: Vec<Arc<str>>,
     bytes: usize,
     closed: bool,
     /// Closed for going over the budget: nothing more is written.
     overflowed: bool,
+    /// Frames of this connection the core has handled, and the count last reported to it.
+    handled: u64,
+    reported: u64,
 }
 
 impl Outbox {
-    fn new(budget: usize) -> Outbox {
+    fn new(budget: usize, receipts: bool, kind: &'static str) -> Outbox {
         Outbox {
             state: Default::default(),
             ready: Default::default(),
             budget,
+            receipts,
+            kind,
         }
+    }
+
+    /// The core handled one more frame of this connection (and queued what it caused).
+    fn mark_handled(&self) {
+        self.lock().handled += 1;
+        self.ready.notify_one();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
@@ -181,12 +242,12 @@ impl Outbox {
 
     /// Queues frames; `false` if the connection is closed or just went over its budget (then
     /// it is closed and the frames are dropped).
-    fn push(&self, frames: Vec<String>) -> bool {
+    fn push(&self, frames: Vec<Arc<str>>) -> bool {
         let mut state = self.lock();
         if state.closed {
             return false;
         }
-        let bytes = frames.iter().map(String::len).sum::<usize>();
+        let bytes = frames.iter().map(|f| f.len()).sum::<usize>();
         let within = state.bytes.saturating_add(bytes) <= self.budget;
         if within {
             state.bytes += bytes;
@@ -225,17 +286,20 @@ impl Outbox {
         self.lock().overflowed
     }
 
-    /// Waits for frames (or the close); returns `None` once closed and drained.
-    async fn next(&self) -> Option<Vec<String>> {
+    /// Waits for frames or a new count of frames handled (or the close); returns `None` once
+    /// closed and drained.
+    async fn next(&self) -> Option<(Vec<Arc<str>>, Option<u64>)> {
         loop {
             {
                 let mut state = self.lock();
                 if state.overflowed {
                     return None;
                 }
-                if !state.frames.is_empty() {
+                let receipt = (state.handled != state.reported).then_some(state.handled);
+                if !state.frames.is_empty() || receipt.is_some() {
                     state.bytes = 0;
-                    return Some(std::mem::take(&mut state.frames));
+                    state.reported = state.handled;
+                    return Some((std::mem::take(&mut state.frames), receipt));
                 }
                 if state.closed {
                     return None;
@@ -253,7 +317,17 @@ async fn run<S: MailboxStore>(
     clock: Arc<dyn Clock>,
     mut stop: oneshot::Receiver<()>,
 ) {
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<ConnEvent>();
+    let (events_tx, mut events_rx) = mpsc::channel::<ConnEvent>(QUEUE_EVENTS);
+    // Room for at least one frame of the largest size a transport lets through.
+    let queue_bytes = options
+        .queue_bytes
+        .clamp(1, Semaphore::MAX_PERMITS)
+        .min(u32::MAX as usize);
+    let queue = Queue {
+        events: events_tx.clone(),
+        bytes: Arc::new(Semaphore::new(queue_bytes)),
+        max_frame: queue_bytes as u32,
+    };
     let mut accept_tasks = Vec::new();
     for mut listener in listeners {
         let events = events_tx.clone();
@@ -261,7 +335,7 @@ async fn run<S: MailboxStore>(
             loop {
                 match listener.accept().await {
                     Ok(conn) => {
-                        if events.send(ConnEvent::Incoming(conn)).is_err() {
+                        if events.send(ConnEvent::Incoming(conn)).await.is_err() {
                             break;
                         }
                     }
@@ -275,9 +349,12 @@ async fn run<S: MailboxStore>(
     }
 
     let mut conns: HashMap<ConnId, Arc<Outbox>> = HashMap::new();
+    let metrics = options.metrics.clone();
+    let mut receipts: Vec<ConnId> = Vec::new();
+    let mut counted = relay.counters();
     let mut next_id: ConnId = 1;
     let mut prune = clock.sleep_until(clock.now() + options.prune_interval);
-    let mut batch: Vec<(ConnId, Vec<String>)> = Vec::new();
+    let mut batch = Batch::default();
     loop {
         // Biased, so the same inputs give the same order (the simulator relies on it): the stop
         // first, then the prune timer (a busy relay cannot starve it), then connection events.
@@ -292,24 +369,29 @@ async fn run<S: MailboxStore>(
                 prune = clock.sleep_until(clock.now() + options.prune_interval);
             }
             event = events_rx.recv() => {
-                let Some(event) = event else { break };
-                // Everything that has arrived is one batch: the store commits it once (a group
-                // commit), before any reply of it leaves.
+                let Some(mut event) = event else { break };
+                // Everything that has arrived (up to a turn's worth) is one batch: the store
+                // commits it once (a group commit) before any reply of it leaves, and the frames
+                // due to one connection from all these inputs go out together.
                 relay.begin_batch();
-                let mut event = Some(event);
-                let mut taken = 0;
-                while let Some(next) = event.take() {
-                    match next {
+                for handled in 1.. {
+                    match event {
                         ConnEvent::Incoming(conn) => {
                             let id = next_id;
                             next_id += 1;
                             let addr: Option<SocketAddr> = conn.peer().addr;
-                            let outbox = Arc::new(Outbox::new(options.outbox_budget));
+                            let kind = conn.kind();
+                            let outbox = Arc::new(Outbox::new(
+                                options.outbox_budget,
+                                conn.wants_receipts(),
+                                kind,
+                            ));
+                            count_open(&metrics, kind, true);
                             conns.insert(id, outbox.clone());
                             tokio::spawn(serve_connection(
                                 id,
                                 conn,
-                                events_tx.clone(),
+                                queue.clone(),
                                 outbox,
                                 clock.clone(),
                                 options.send_timeout,
@@ -317,38 +399,49 @@ async fn run<S: MailboxStore>(
                             tracing::debug!(conn = id, ?addr, "connection opened");
                             relay.connected(id, addr, clock.unix_time());
                         }
-                        ConnEvent::Frame(id, text) => relay.received(id, &text, clock.unix_time()),
+                        ConnEvent::Frame(id, text, permit) => {
+                            relay.received(id, &text, clock.unix_time());
+                            drop(permit);
+                            Metrics::inc(&metrics.frames_received_total);
+                            receipts.push(id);
+                        }
                         ConnEvent::Gone(id) => {
-                            conns.remove(&id);
-                            relay.disconnected(id);
+                            if let Some(outbox) = conns.remove(&id) {
+                                count_open(&metrics, outbox.kind, false);
+                            }
+                            relay.disconnected_at(id, clock.unix_time());
                             tracing::debug!(conn = id, "connection closed");
                         }
                     }
-                    taken += 1;
-                    if taken < MAX_BATCH {
-                        event = events_rx.try_recv().ok();
+                    if handled == TURN_EVENTS {
+                        break;
+                    }
+                    match events_rx.try_recv() {
+                        Ok(next) => event = next,
+                        Err(_) => break,
                     }
                 }
                 relay.end_batch();
             }
         }
-        // Group each input's replies per connection (usually an `ack` and an answer, or an
-        // echo to both sides of a mailbox) so that each connection writes them at once.
-        while let Some(out) = relay.poll_output() {
-            match out {
-                RelayOutput::Send { conn, frame } => match batch.iter_mut().find(|b| b.0 == conn) {
-                    Some(entry) => entry.1.push(frame),
-                    None => batch.push((conn, vec![frame])),
-                },
-                RelayOutput::Close { conn } => {
-                    flush_batch(&conns, &mut batch);
-                    if let Some(outbox) = conns.get(&conn) {
-                        outbox.close();
-                    }
-                }
+        batch.collect(&mut relay, &conns);
+        batch.flush(&conns);
+        // Connections that want to know (HTTP polling) learn which of their frames were
+        // handled, after the replies those frames caused were queued.
+        for id in receipts.drain(..) {
+            if let Some(outbox) = conns.get(&id).filter(|o| o.receipts) {
+                outbox.mark_handled();
             }
         }
-        flush_batch(&conns, &mut batch);
+        let now = relay.counters();
+        if now != counted {
+            let add = |c: &std::sync::atomic::AtomicU64, by: u64| {
+                c.fetch_add(by, std::sync::atomic::Ordering::Relaxed);
+            };
+            add(&metrics.errors_total, now.errors_sent - counted.errors_sent);
+            add(&metrics.exchanges_total, now.exchanges - counted.exchanges);
+            counted = now;
+        }
     }
     for task in accept_tasks {
         task.abort();
@@ -358,11 +451,67 @@ async fn run<S: MailboxStore>(
     }
 }
 
-fn flush_batch(conns: &HashMap<ConnId, Arc<Outbox>>, batch: &mut Vec<(ConnId, Vec<String>)>) {
-    for (conn, frames) in batch.drain(..) {
-        if let Some(outbox) = conns.get(&conn) {
-            if !outbox.push(frames) {
-                tracing::debug!(conn, "connection dropped: it does not read what it is sent");
+/// Counts a connection of transport `kind` opening or closing.
+fn count_open(m: &Metrics, kind: &str, open: bool) {
+    let (gauge, total) = match kind {
+        "websocket" => (&m.websocket_open, &m.websocket_total),
+        "http" => (&m.http_sessions_open, &m.http_sessions_total),
+        _ => return,
+    };
+    if open {
+        Metrics::inc(gauge);
+        Metrics::inc(total);
+    } else {
+        Metrics::dec(gauge);
+    }
+}
+
+/// The frames of one turn, grouped per connection in the order they were produced.
+#[derive(Default)]
+struct Batch {
+    /// Connections in the order they first got a frame this turn.
+    order: Vec<ConnId>,
+    frames: HashMap<ConnId, Vec<Arc<str>>>,
+}
+
+impl Batch {
+    /// Takes the core's outputs. A close is carried out after the frames queued before it.
+    fn collect<S: MailboxStore>(
+        &mut self,
+        relay: &mut Relay<S>,
+        conns: &HashMap<ConnId, Arc<Outbox>>,
+    ) {
+        while let Some(out) = relay.poll_output() {
+            match out {
+                RelayOutput::Send { conn, frame } => {
+                    let frames = self.frames.entry(conn).or_insert_with(|| {
+                        self.order.push(conn);
+                        Vec::new()
+                    });
+                    frames.push(frame);
+                }
+                RelayOutput::Close { conn } => {
+                    if let Some(outbox) = conns.get(&conn) {
+                        if let Some(frames) = self.frames.remove(&conn) {
+                            outbox.push(frames);
+                        }
+                        outbox.close();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands each connection its frames, all at once.
+    fn flush(&mut self, conns: &HashMap<ConnId, Arc<Outbox>>) {
+        for conn in self.order.drain(..) {
+            let Some(frames) = self.frames.remove(&conn) else {
+                continue;
+            };
+            if let Some(outbox) = conns.get(&conn) {
+                if !outbox.push(frames) {
+                    tracing::debug!(conn, "connection dropped: it does not read what it is sent");
+                }
             }
         }
     }
@@ -371,7 +520,7 @@ fn flush_batch(conns: &HashMap<ConnId, Arc<Outbox>>, batch: &mut Vec<(ConnId, Ve
 async fn serve_connection(
     id: ConnId,
     mut conn: Box<dyn Connection>,
-    events: mpsc::UnboundedSender<ConnEvent>,
+    queue: Queue,
     outbox: Arc<Outbox>,
     clock: Arc<dyn Clock>,
     send_timeout: Duration,
@@ -381,26 +530,33 @@ async fn serve_connection(
         tokio::select! {
             biased;
             out = outbox.next() => match out {
-                Some(frames) => {
-                    let deadline = clock.sleep_until(clock.now().saturating_add(send_timeout));
-                    let sent = tokio::select! {
-                        biased;
-                        sent = conn.send_all(frames) => sent.is_ok(),
-                        () = outbox.overflowed() => false,
-                        () = deadline => {
-                            tracing::debug!(conn = id, "connection dropped: a write timed out");
-                            false
+                Some((frames, receipt)) => {
+                    if !frames.is_empty() {
+                        let deadline = clock.sleep_until(clock.now().saturating_add(send_timeout));
+                        let sent = tokio::select! {
+                            biased;
+                            sent = conn.send_shared(frames) => sent.is_ok(),
+                            () = outbox.overflowed() => false,
+                            () = deadline => {
+                                tracing::debug!(conn = id, "connection dropped: a write timed out");
+                                false
+                            }
+                        };
+                        if !sent {
+                            break;
                         }
-                    };
-                    if !sent {
-                        break;
+                    }
+                    if let Some(count) = receipt {
+                        conn.handled(count);
                     }
                 }
                 None => break,
             },
             frame = conn.recv() => match frame {
                 Ok(Some(text)) => {
-                    if events.send(ConnEvent::Frame(id, text)).is_err() {
+                    // Waits while the queue into the core is full: this connection's socket
+                    // is not read meanwhile, so its client is slowed down, not the core.
+                    if !queue.frame(id, text).await {
                         break;
                     }
                 }
@@ -416,7 +572,7 @@ async fn serve_connection(
     // budget is not read from: it is dropped at once; any other is closed with a deadline.
     if outbox.is_overflowed() {
         drop(conn);
-        let _ = events.send(ConnEvent::Gone(id));
+        let _ = queue.events.send(ConnEvent::Gone(id)).await;
         return;
     }
     outbox.close();
@@ -426,5 +582,5 @@ async fn serve_connection(
         _ = conn.close() => {}
         () = deadline => {}
     }
-    let _ = events.send(ConnEvent::Gone(id));
+    let _ = queue.events.send(ConnEvent::Gone(id)).await;
 }

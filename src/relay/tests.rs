@@ -968,7 +968,16 @@ fn welcome_carries_address_and_configured_fields() {
 
 #[test]
 fn prune_deletes_mailboxes_idle_for_eleven_minutes() {
-    let mut h = Harness::new();
+    // Python's rule alone: without ours for abandoned single-side nameplates (limits_tests).
+    let limits = Limits {
+        abandoned_nameplate_secs: 3600.0,
+        ..Limits::default()
+    };
+    let config = RelayConfig {
+        limits,
+        ..RelayConfig::default()
+    };
+    let mut h = Harness::with(config, [1; 32]);
     h.connect_bound(1, "a", "sa");
     let n = h.allocate(1);
     let mailbox = h.claim(1, &n);

@@ -179,9 +179,10 @@ pub enum ServerMessage {
         /// When the relay received the `add`.
         #[serde(default)]
         server_rx: Option<f64>,
-        /// The `id` of the `add`, or null.
+        /// The `id` of the `add`, echoed as the client sent it: any JSON value (a string in
+        /// the Python client, a number in some others), or null.
         #[serde(default)]
-        id: Option<String>,
+        id: Value,
     },
     /// Reply to `close`.
     Closed,

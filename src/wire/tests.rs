@@ -204,7 +204,7 @@ fn server_message_encodings() {
                 phase: "pake".into(),
                 body: "7b22".into(),
                 server_rx: Some(1795698622.2898777),
-                id: Some("dde1".into()),
+                id: "dde1".into(),
             }),
         ),
         (
@@ -214,7 +214,7 @@ fn server_message_encodings() {
                 phase: "0".into(),
                 body: "".into(),
                 server_rx: Some(1795698688.5),
-                id: None,
+                id: Value::Null,
             }),
         ),
         ("closed", server(ServerMessage::Closed)),
@@ -431,7 +431,10 @@ fn reference_message_frame_parses() {
     else {
         panic!("not a message: {frame:?}");
     };
-    assert_eq!((side.as_str(), phase.as_str(), id), ("side1", "pake", None));
+    assert_eq!(
+        (side.as_str(), phase.as_str(), id),
+        ("side1", "pake", Value::Null)
+    );
     assert_eq!(server_rx, Some(1523468188.293486));
     let decoded = hex::decode(body).expect("hex body");
     assert_eq!(
@@ -500,4 +503,26 @@ fn submit_permission_matches_the_rust_client_exactly() {
         frame.to_json(),
         r#"{"type":"submit-permission","method":"hashcash","stamp":"stamp"}"#
     );
+}
+
+/// Some clients number their commands: the relay echoes the `id` as sent, and a message with a
+/// numeric (or any other JSON) id must still parse, or every message of that peer is lost.
+#[test]
+fn a_message_echo_with_a_numeric_or_structured_id_parses() {
+    for (id, expected) in [
+        ("17", Value::from(17)),
+        ("\"ab12\"", Value::from("ab12")),
+        ("{\"n\": [1]}", serde_json::json!({"n": [1]})),
+        ("null", Value::Null),
+    ] {
+        let text = format!(
+            r#"{{"type": "message", "side": "s", "phase": "0", "body": "00", "server_rx": 1.5, "id": {id}}}"#
+        );
+        let frame = ServerFrame::parse(&text).expect("message");
+        let ServerMessage::Message { id: got, phase, .. } = frame.message else {
+            panic!("not a message: {text}");
+        };
+        assert_eq!(got, expected);
+        assert_eq!(phase, "0");
+    }
 }

@@ -8,20 +8,31 @@
 //! Transports included:
 //! - [`memory`]: in-process channels addressed as `mem://NAME`, for tests, demos and embedding.
 //! - [`websocket`]: `ws://` / `wss://` relays, wire-compatible with the Python client and server.
+//! - `http` (feature `http`): `http://` / `https://` relays by HTTP polling, on hyper 1.
 //!
 //! # Writing a transport
 //! Implement [`Transport`] to open a [`Connection`] from a URL, and [`Listener`] to accept them
 //! on the relay side. A connection is either *push* (frames arrive on their own, like a
-//! WebSocket) or *pull* (frames must be fetched with [`Connection::poll`], like HTTP polling);
-//! the client core uses [`Delivery`] to decide whether to schedule polls.
+//! WebSocket) or *pull* (frames arrive only after the client asked for them, like HTTP
+//! polling); the client core uses [`Delivery`] to decide whether to schedule polls.
+//!
+//! # Push and pull
+//! Neither kind may block its user: [`Connection::poll`] only *asks* for frames (a pull
+//! connection starts a fetch, or lets one already in flight run on) and returns at once; the
+//! frames it brings are yielded by [`Connection::recv`] as they arrive, like a push
+//! connection's. A pull connection therefore runs its fetches in a task of its own, so a long
+//! poll is in flight while [`Connection::send`] still goes out.
 
 #![warn(missing_docs)]
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "memory")]
 pub mod memory;
 #[cfg(feature = "websocket")]
@@ -106,12 +117,22 @@ pub trait Connection: Send + fmt::Debug + 'static {
         Ok(())
     }
 
+    /// Sends frames that may be shared with other connections (a relay serializes each
+    /// broadcast once), in order, like [`send_all`](Connection::send_all). The default copies
+    /// them into `String`s; transports that can send from shared memory override it.
+    async fn send_shared(&mut self, frames: Vec<Arc<str>>) -> Result<(), TransportError> {
+        self.send_all(frames.iter().map(|f| f.to_string()).collect())
+            .await
+    }
+
     /// Waits for the next text frame. `Ok(None)` means the other end closed the connection
     /// cleanly. Cancel-safe.
     async fn recv(&mut self) -> Result<Option<String>, TransportError>;
 
     /// For [`Delivery::Pull`] connections: asks the other end for frames that are waiting, so
-    /// that [`recv`](Connection::recv) can return them. Push connections do nothing.
+    /// that [`recv`](Connection::recv) yields them when they come. Returns without waiting for
+    /// them: a fetch already in flight (a long poll) counts, and a fetch that fails shows as an
+    /// error of `recv`. Push connections do nothing.
     async fn poll(&mut self) -> Result<(), TransportError> {
         Ok(())
     }
@@ -127,6 +148,25 @@ pub trait Connection: Send + fmt::Debug + 'static {
     /// Who is at the other end (meaningful on the relay side).
     fn peer(&self) -> PeerInfo {
         PeerInfo::default()
+    }
+
+    /// A short name of the transport (`"websocket"`, `"http"`, `"memory"`), for metrics.
+    fn kind(&self) -> &'static str {
+        "other"
+    }
+
+    /// Relay side: whether this connection wants [`handled`](Connection::handled) reports.
+    /// Connections that answer each client request with what it caused (HTTP polling) do.
+    fn wants_receipts(&self) -> bool {
+        false
+    }
+
+    /// Relay side, for connections that [want receipts](Connection::wants_receipts): the relay
+    /// has handled the first `count` frames this connection yielded, and every frame they
+    /// caused for this connection was passed to [`send`](Connection::send) or
+    /// [`send_all`](Connection::send_all) before this call.
+    fn handled(&mut self, count: u64) {
+        let _ = count;
     }
 }
 

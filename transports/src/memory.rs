@@ -61,6 +61,10 @@ impl MemoryConnection {
 
 #[async_trait]
 impl Connection for MemoryConnection {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
     async fn send(&mut self, frame: String) -> Result<(), TransportError> {
         match &self.tx {
             Some(tx) => tx.send(frame).map_err(|_| TransportError::Closed),

@@ -25,33 +25,43 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct BenchArgs {
     /// Relay URL (`ws://HOST:PORT/v1`); any mailbox server works, the Python one included.
     #[arg(long)]
-    url: String,
+    pub url: String,
     /// Concurrent pairs, each running exchanges back to back.
     #[arg(long, default_value_t = 10)]
-    pairs: usize,
+    pub pairs: usize,
     /// Seconds to run.
     #[arg(long, default_value_t = 10.0)]
-    duration: f64,
+    pub duration: f64,
     /// Open loop: start exchanges at this total rate (per second, spread over the pairs)
     /// instead of back to back. Latency is then measured from each exchange's scheduled
     /// start, so a relay that falls behind shows it.
     #[arg(long)]
-    rate: Option<f64>,
+    pub rate: Option<f64>,
     /// Hold this many idle bound connections instead of running exchanges.
     #[arg(long)]
-    idle: Option<usize>,
+    pub idle: Option<usize>,
     /// Print one JSON object instead of text.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// PID of the relay process, to report its resident memory (Linux).
     #[arg(long)]
-    relay_pid: Option<u32>,
+    pub relay_pid: Option<u32>,
     /// Application id used for the exchanges.
     #[arg(long, default_value = "wormhole-relay/bench")]
-    appid: String,
+    pub appid: String,
     /// Worker threads of the load generator (1 = a current-thread runtime).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Hostile load instead: run this flood (or `all`) against a relay on loopback, with
+    /// normal exchanges (`--pairs`, `--rate`) going on at the same time, and report the
+    /// relay's memory growth (needs `--relay-pid`) and the normal exchanges' p99 latency
+    /// against a run without the flood. Each flood lasts `--duration` seconds.
+    #[arg(long, value_enum)]
+    pub flood: Option<crate::flood::Flood>,
+    /// The loopback address floods connect from (the relay spares 127.0.0.1 from per-source
+    /// limits unless run with --limit-loopback, so normal exchanges come from there).
+    #[arg(long, default_value = "127.0.0.2")]
+    pub flood_source: std::net::IpAddr,
 }
 
 type BenchError = Box<dyn std::error::Error + Send + Sync>;
@@ -62,13 +72,73 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         return Err("--duration must be a positive number of seconds".into());
     }
     let duration = Duration::from_secs_f64(args.duration);
+    if let Some(flood) = args.flood {
+        return crate::flood::run(&args, flood, duration).await;
+    }
     match args.idle {
         Some(m) => idle(&args, m, duration).await,
         None => exchanges(&args, duration).await,
     }
 }
 
+/// What a run of normal exchanges did.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub elapsed: f64,
+    pub done: usize,
+    pub failed: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub first_error: Option<String>,
+}
+
 async fn exchanges(args: &BenchArgs, duration: Duration) -> Result<(), Box<dyn std::error::Error>> {
+    let stats = run_exchanges(args, duration).await?;
+    let Stats {
+        elapsed,
+        done,
+        failed,
+        p50_ms,
+        p99_ms,
+        first_error,
+    } = stats;
+    let rate = done as f64 / elapsed;
+    if args.json {
+        let out = serde_json::json!({
+            "url": args.url,
+            "pairs": args.pairs,
+            "rate": args.rate,
+            "duration_s": elapsed,
+            "exchanges": done,
+            "exchanges_per_s": rate,
+            "p50_ms": p50_ms,
+            "p99_ms": p99_ms,
+            "failed": failed,
+            "first_error": first_error,
+        });
+        println!("{out}");
+    } else {
+        let mode = match args.rate {
+            Some(r) => format!(" (open loop, {r} offered/s)"),
+            None => String::new(),
+        };
+        println!(
+            "{done} exchanges in {elapsed:.1} s with {} pairs{mode}: {rate:.0} exchanges/s, \
+             p50 {p50_ms:.2} ms, p99 {p99_ms:.2} ms, {failed} failed",
+            args.pairs,
+        );
+        if let Some(e) = first_error {
+            println!("first failure: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// Runs `--pairs` pairs of exchanges (closed loop, or open loop at `--rate`) for `duration`.
+pub async fn run_exchanges(
+    args: &BenchArgs,
+    duration: Duration,
+) -> Result<Stats, Box<dyn std::error::Error>> {
     let transport = Arc::new(WebSocketTransport::new(WebSocketOptions::default()));
     let failed = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
@@ -142,41 +212,15 @@ async fn exchanges(args: &BenchArgs, duration: Duration) -> Result<(), Box<dyn s
         let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
         latencies[i.min(latencies.len() - 1)].as_secs_f64() * 1000.0
     };
-    let done = latencies.len();
-    let rate = done as f64 / elapsed;
-    let failed = failed.load(Ordering::Relaxed);
     let first_error = first_error.lock().ok().and_then(|e| e.clone());
-    if args.json {
-        let out = serde_json::json!({
-            "url": args.url,
-            "pairs": args.pairs,
-            "rate": args.rate,
-            "duration_s": elapsed,
-            "exchanges": done,
-            "exchanges_per_s": rate,
-            "p50_ms": pct(0.50),
-            "p99_ms": pct(0.99),
-            "failed": failed,
-            "first_error": first_error,
-        });
-        println!("{out}");
-    } else {
-        let mode = match args.rate {
-            Some(r) => format!(" (open loop, {r} offered/s)"),
-            None => String::new(),
-        };
-        println!(
-            "{done} exchanges in {elapsed:.1} s with {} pairs{mode}: {rate:.0} exchanges/s, \
-             p50 {:.2} ms, p99 {:.2} ms, {failed} failed",
-            args.pairs,
-            pct(0.50),
-            pct(0.99)
-        );
-        if let Some(e) = first_error {
-            println!("first failure: {e}");
-        }
-    }
-    Ok(())
+    Ok(Stats {
+        elapsed,
+        done: latencies.len(),
+        failed: failed.load(Ordering::Relaxed),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        first_error,
+    })
 }
 
 /// One exchange between two fresh connections.
@@ -396,10 +440,15 @@ async fn idle(
 }
 
 /// Resident memory of a process in KiB, from /proc (Linux only).
-fn rss_kib(pid: u32) -> Option<u64> {
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` field of /proc/PID/status (Linux only).
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }

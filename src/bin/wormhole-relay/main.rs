@@ -9,6 +9,7 @@
 mod bench;
 #[path = "../common/error_chain.rs"]
 mod error_chain;
+mod flood;
 
 use error_chain::error_chain;
 use std::net::SocketAddr;
@@ -18,12 +19,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use rand::RngCore;
 use wormhole::clock::TokioClock;
+use wormhole::relay::metrics::Metrics;
 use wormhole::relay::server::{spawn, ServerOptions};
 use wormhole::relay::sqlite::Synchronous;
-use wormhole::relay::{MemoryStore, RelayConfig, SqliteStore};
+use wormhole::relay::{Limits, MemoryStore, Rate, RelayConfig, SqliteStore};
+use wormhole::transports::http::{serve_metrics, HttpPolling, HttpServerOptions};
 use wormhole::transports::websocket::{
-    raise_nofile_limit, DefaultHttpHandler, ServerTls, WebSocketListener, WebSocketOptions,
+    raise_nofile_limit, ServerTls, WebSocketListener, WebSocketOptions,
 };
 use wormhole::transports::Listener;
 
@@ -45,7 +49,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the relay (the default when no subcommand is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load-test a relay at the mailbox level and print exchanges per second and latency.
     Bench(bench::BenchArgs),
 }
@@ -88,9 +92,21 @@ struct ServeArgs {
     /// Largest frame accepted, in bytes; larger ones get an `error` frame.
     #[arg(long, default_value_t = 1024 * 1024)]
     max_frame_bytes: usize,
-    /// Seconds between prunes of idle mailboxes.
-    #[arg(long, default_value_t = 300)]
+    /// Seconds between prunes of idle mailboxes and abandoned nameplates.
+    #[arg(long, default_value_t = 60)]
     prune_interval: u64,
+    /// Delete a mailbox nobody touched for this long (no message, no open, no listener).
+    /// A number with s, m, h or d (e.g. 11m, 3d); at most 30d.
+    #[arg(long, value_name = "DURATION", default_value = "11m", value_parser = parse_retention)]
+    mailbox_retention: Duration,
+    /// An HTTP-polling session no request touched for this long expires (and counts as a
+    /// dropped connection). The default covers a client polling hourly; at most 1d.
+    #[arg(long, value_name = "DURATION", default_value = "65m", value_parser = parse_session_idle)]
+    http_session_idle: Duration,
+    /// Where to serve the Prometheus metrics: `same` (GET /metrics on --listen), `off`, or
+    /// an address of their own (e.g. 127.0.0.1:9400, plain HTTP).
+    #[arg(long, value_name = "same|off|ADDR", default_value = "same", value_parser = parse_metrics)]
+    metrics: MetricsAt,
     /// Seconds one write to a client may take; a client that stops reading for longer is
     /// dropped (its side's state is kept, as for any dropped connection).
     #[arg(long, default_value_t = 30)]
@@ -98,6 +114,12 @@ struct ServeArgs {
     /// Bytes of frames that may wait for one connection before the relay drops it.
     #[arg(long, default_value_t = wormhole::relay::server::OUTBOX_BUDGET)]
     outbox_budget_bytes: usize,
+    /// Bytes of received frames that may wait for the relay core, all connections together;
+    /// past it connections wait (and stop reading their sockets).
+    #[arg(long, default_value_t = wormhole::relay::server::QUEUE_BYTES)]
+    queue_bytes: usize,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Worker threads. The relay core is one task, so one thread (the default) avoids
     /// cross-thread wake-ups; it served the most exchanges per second on a 2-core machine
     /// shared with the load generator. More threads spread connection I/O over cores.
@@ -112,6 +134,139 @@ enum DbSync {
     Normal,
     /// `PRAGMA synchronous = FULL`.
     Full,
+}
+
+/// The limits of a public relay (README, "Limits").
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// Messages one mailbox may hold.
+    #[arg(long, default_value_t = Limits::default().messages_per_mailbox)]
+    max_mailbox_messages: usize,
+    /// Bytes (sides, phases, bodies, ids) one mailbox may hold.
+    #[arg(long, default_value_t = Limits::default().bytes_per_mailbox)]
+    max_mailbox_bytes: usize,
+    /// Connections that may listen to one mailbox at once.
+    #[arg(long, default_value_t = Limits::default().listeners_per_mailbox)]
+    max_mailbox_listeners: usize,
+    /// Connections in total.
+    #[arg(long, default_value_t = Limits::default().connections)]
+    max_connections: usize,
+    /// Connections per source address (IPv4 address or IPv6 /64).
+    #[arg(long, default_value_t = Limits::default().connections_per_source)]
+    max_connections_per_source: usize,
+    /// Nameplate allocations per source address and minute (also the burst).
+    #[arg(long, default_value_t = Limits::default().allocations_per_source.per_minute)]
+    allocations_per_minute: u32,
+    /// Nameplate claims and opens of new mailboxes per source address and minute (also the
+    /// burst).
+    #[arg(long, default_value_t = Limits::default().claims_per_source.per_minute)]
+    claims_per_minute: u32,
+    /// Longest `appid`, in bytes.
+    #[arg(long, default_value_t = Limits::default().appid_bytes)]
+    max_appid_bytes: usize,
+    /// Longest `side`, in bytes.
+    #[arg(long, default_value_t = Limits::default().side_bytes)]
+    max_side_bytes: usize,
+    /// Longest `phase`, in bytes.
+    #[arg(long, default_value_t = Limits::default().phase_bytes)]
+    max_phase_bytes: usize,
+    /// Longest `mailbox` id, in bytes.
+    #[arg(long, default_value_t = Limits::default().mailbox_id_bytes)]
+    max_mailbox_id_bytes: usize,
+    /// Longest `mood` and `id` (as JSON), in bytes.
+    #[arg(long, default_value_t = Limits::default().string_bytes)]
+    max_string_bytes: usize,
+    /// Seconds after which a nameplate claimed by one side only, whose mailbox nobody listens
+    /// to, is deleted.
+    #[arg(long, default_value_t = Limits::default().abandoned_nameplate_secs)]
+    abandoned_nameplate_secs: f64,
+    /// Apply the per-source limits to 127.0.0.1 and ::1 too (by default they are left alone:
+    /// local tests, and a reverse proxy without --behind-proxy, connect from there).
+    #[arg(long)]
+    limit_loopback: bool,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            messages_per_mailbox: self.max_mailbox_messages,
+            bytes_per_mailbox: self.max_mailbox_bytes,
+            listeners_per_mailbox: self.max_mailbox_listeners,
+            connections: self.max_connections,
+            connections_per_source: self.max_connections_per_source,
+            allocations_per_source: Rate {
+                per_minute: self.allocations_per_minute,
+            },
+            claims_per_source: Rate {
+                per_minute: self.claims_per_minute,
+            },
+            appid_bytes: self.max_appid_bytes,
+            side_bytes: self.max_side_bytes,
+            phase_bytes: self.max_phase_bytes,
+            mailbox_id_bytes: self.max_mailbox_id_bytes,
+            string_bytes: self.max_string_bytes,
+            abandoned_nameplate_secs: self.abandoned_nameplate_secs.max(0.0),
+            limit_loopback: self.limit_loopback,
+        }
+    }
+}
+
+/// Where `/metrics` is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MetricsAt {
+    Off,
+    Same,
+    Addr(SocketAddr),
+}
+
+fn parse_metrics(s: &str) -> Result<MetricsAt, String> {
+    match s {
+        "off" => Ok(MetricsAt::Off),
+        "same" => Ok(MetricsAt::Same),
+        addr => addr.parse().map(MetricsAt::Addr).map_err(|_| {
+            format!("expected same, off or an address like 127.0.0.1:9400, not {addr:?}")
+        }),
+    }
+}
+
+/// The longest `--mailbox-retention`: a month.
+const MAX_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The longest `--http-session-idle`: a day.
+const MAX_SESSION_IDLE: Duration = Duration::from_secs(24 * 3600);
+
+/// `90`, `90s`, `11m`, `2h`, `3d`.
+fn parse_duration(s: &str, max: Duration, max_text: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("expected a number with s, m, h or d (e.g. 11m), not {s:?}"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        other => return Err(format!("unknown unit {other:?}: use s, m, h or d")),
+    };
+    let d = Duration::from_secs(n.saturating_mul(unit));
+    if d.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    if d > max {
+        return Err(format!("at most {max_text}"));
+    }
+    Ok(d)
+}
+
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    parse_duration(s, MAX_RETENTION, "30d")
+}
+
+fn parse_session_idle(s: &str) -> Result<Duration, String> {
+    parse_duration(s, MAX_SESSION_IDLE, "1d")
 }
 
 fn main() -> ExitCode {
@@ -137,7 +292,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Some(Command::Bench(args)) => runtime.block_on(bench::run(args)),
-        Some(Command::Serve(args)) => runtime.block_on(serve(args)),
+        Some(Command::Serve(args)) => runtime.block_on(serve(*args)),
         None => runtime.block_on(serve(cli.serve)),
     };
     match result {
@@ -172,22 +327,50 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let ws_options = WebSocketOptions::relay()
         .with_max_frame_bytes(args.max_frame_bytes)
         .with_trust_proxy_headers(args.behind_proxy);
+    let metrics = Arc::new(Metrics::default());
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut seed);
+    let (polling, sessions) = HttpPolling::new(HttpServerOptions {
+        session_idle: args.http_session_idle,
+        max_body_bytes: ws_options.hard_frame_limit(),
+        queue_budget: args.outbox_budget_bytes.max(args.max_frame_bytes),
+        trust_proxy_headers: args.behind_proxy,
+        metrics: Some(metrics.clone()),
+        serve_metrics: args.metrics == MetricsAt::Same,
+        ..HttpServerOptions::new(seed)
+    });
     let listener = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = ServerTls::from_pem_files(cert, key).map_err(|e| error_chain(&e))?;
-            WebSocketListener::bind_with(args.listen, ws_options, Arc::new(DefaultHttpHandler), tls)
+            WebSocketListener::bind_with(args.listen, ws_options, polling, tls)
         }
-        _ => WebSocketListener::bind(args.listen, ws_options),
+        _ => WebSocketListener::bind_with_handler(args.listen, ws_options, polling),
     }
     .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let url = listener.url();
+    let http_url = url.replacen("ws", "http", 1);
+    let sessions = sessions.with_url(http_url.clone());
+    let metrics_task = match args.metrics {
+        MetricsAt::Addr(addr) => {
+            let acceptor = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} for --metrics: {e}"))?;
+            println!(
+                "wormhole-relay metrics on http://{}/metrics",
+                acceptor.local_addr()?
+            );
+            Some(tokio::spawn(serve_metrics(acceptor, metrics.clone())))
+        }
+        _ => None,
+    };
     let config = RelayConfig {
         motd: args.motd,
         signal_error: args.signal_error,
         advertise_version: args.advertise_version,
         allow_list: !args.disallow_list,
         max_frame_bytes: args.max_frame_bytes,
-        ..RelayConfig::default()
+        limits: args.limits.limits(),
+        channel_expiration_secs: args.mailbox_retention.as_secs_f64(),
     };
     let options = ServerOptions {
         config,
@@ -195,8 +378,10 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         seed: None,
         send_timeout: Duration::from_secs(args.send_timeout.max(1)),
         outbox_budget: args.outbox_budget_bytes.max(args.max_frame_bytes),
+        queue_bytes: args.queue_bytes.max(args.max_frame_bytes),
+        metrics,
     };
-    let listeners: Vec<Box<dyn Listener>> = vec![Box::new(listener)];
+    let listeners: Vec<Box<dyn Listener>> = vec![Box::new(listener), Box::new(sessions)];
     let clock = Arc::new(TokioClock::new());
     let relay = match &args.db {
         Some(path) => {
@@ -213,9 +398,13 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("wormhole-relay listening on {url}");
-    tracing::info!(%url, "relay started");
+    println!("wormhole-relay HTTP polling on {http_url}");
+    tracing::info!(%url, %http_url, "relay started");
     shutdown_signal().await;
     tracing::info!("shutting down");
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     relay.shutdown().await;
     Ok(())
 }

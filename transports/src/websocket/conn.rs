@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,7 +12,7 @@ use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::{parse_ws_url, WebSocketOptions};
@@ -188,6 +189,23 @@ impl Connection for WebSocketConnection {
         self.ws.flush().await.map_err(map_ws_error)
     }
 
+    async fn send_shared(&mut self, frames: Vec<Arc<str>>) -> Result<(), TransportError> {
+        if self.finished {
+            return Err(TransportError::Closed);
+        }
+        // Every frame is buffered, then one flush writes them all: one system call for all the
+        // frames of a relay's turn (see `tungstenite_config`).
+        for frame in frames {
+            let text = Utf8Bytes::try_from(Bytes::from_owner(SharedText(frame)))
+                .map_err(|_| TransportError::Protocol("frame is not UTF-8".into()))?;
+            self.ws
+                .feed(Message::Text(text))
+                .await
+                .map_err(map_ws_error)?;
+        }
+        self.ws.flush().await.map_err(map_ws_error)
+    }
+
     async fn recv(&mut self) -> Result<Option<String>, TransportError> {
         // Cancel safety: all state lives in `self`; `StreamExt::next` on a WebSocketStream is
         // cancel-safe (tungstenite keeps partial frames in its own buffer), and dropping the
@@ -274,8 +292,22 @@ impl Connection for WebSocketConnection {
         timeout(CLOSE_TIMEOUT, closing).await.unwrap_or(Ok(()))
     }
 
+    fn kind(&self) -> &'static str {
+        "websocket"
+    }
+
     fn peer(&self) -> PeerInfo {
         self.peer.clone()
+    }
+}
+
+/// Shared text as the owner of a `Bytes`, so a broadcast is not copied per connection before
+/// it is framed.
+struct SharedText(Arc<str>);
+
+impl AsRef<[u8]> for SharedText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 }
 

@@ -68,6 +68,9 @@ pub const DEFAULT_SERVER_HEADER: &str = concat!("wormhole-relay ", env!("CARGO_P
 /// The body of the answer to a plain `GET /`, as the Python mailbox server sends it.
 pub const BANNER: &str = "Wormhole Relay\n";
 
+/// Bytes of frames fed to a WebSocket that are buffered until a flush.
+const WRITE_BUFFER: usize = 64 * 1024;
+
 /// The largest HTTP request head (request line and headers) the relay reads.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 
@@ -181,10 +184,13 @@ impl WebSocketOptions {
         let hard = self.hard_frame_limit();
         tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .read_buffer_size(self.read_buffer_size.max(64))
-            // Write every frame straight through: no buffer kept per connection.
-            .write_buffer_size(0)
+            // Frames fed before a flush are written together, in one system call (a relay
+            // answers one turn's frames so); `send` flushes every frame at once. The buffer
+            // is the same either way: tungstenite keeps one `Vec` per connection that grows
+            // to the largest burst written.
+            .write_buffer_size(WRITE_BUFFER)
             // Bounded, yet room for one frame of the hard limit (must exceed write_buffer_size).
-            .max_write_buffer_size(hard.saturating_add(64 * 1024))
+            .max_write_buffer_size(hard.saturating_add(2 * WRITE_BUFFER))
             .max_message_size(Some(hard))
             .max_frame_size(Some(hard))
     }

@@ -1,0 +1,613 @@
+//! The limits of a public relay: what one client may hold or do, so that no single client can
+//! exhaust the relay (its memory, its connections, its short nameplates).
+//!
+//! [`Limits`] holds the settings (with defaults for a public relay; every one is a flag of
+//! `wormhole-relay`), [`Limit`] names each limit, its metric label and the `error` text a
+//! client gets when it hits it. The checks run inside the core, before the command they guard
+//! changes anything, so a refused command leaves no trace; every hit is counted in
+//! [`Metrics`](super::metrics::Metrics) under [`Limit::name`].
+//!
+//! Per-source limits count by source address: an IPv4 address, or the /64 prefix of an IPv6
+//! address (one subscriber's usual allocation). `127.0.0.1` and `::1`, where local tests and a
+//! reverse proxy without `--behind-proxy` connect from, are left alone unless
+//! [`Limits::limit_loopback`] is set; connections without an address (in-process) are never
+//! counted per source.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use super::commands::Refusal;
+use super::store::{MailboxStore, StoreError};
+use super::{ConnId, Relay};
+
+/// A rate per source address: a token bucket holding up to `per_minute` tokens, refilled at
+/// `per_minute` tokens a minute. A fresh source may therefore do `per_minute` at once, then
+/// one every `60 / per_minute` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Tokens per minute, and the bucket's size. 0 forbids the action.
+    pub per_minute: u32,
+}
+
+/// The limits of the relay. See the README's "Limits" section for the reasoning behind each
+/// default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Messages one mailbox may hold (`--max-mailbox-messages`). Default 128.
+    pub messages_per_mailbox: usize,
+    /// Bytes (side, phase, body and id of every message) one mailbox may hold
+    /// (`--max-mailbox-bytes`). Default 2 MiB.
+    pub bytes_per_mailbox: usize,
+    /// Connections that may listen to one mailbox at once (`--max-mailbox-listeners`).
+    /// Default 8.
+    pub listeners_per_mailbox: usize,
+    /// Connections in total (`--max-connections`). Default 20,000.
+    pub connections: usize,
+    /// Connections per source address (`--max-connections-per-source`). Default 200.
+    pub connections_per_source: usize,
+    /// Nameplate allocations per source address (`--allocations-per-minute`). Default 10.
+    pub allocations_per_source: Rate,
+    /// Nameplate claims and opens of mailboxes that do not exist yet, per source address
+    /// (`--claims-per-minute`). Default 10.
+    pub claims_per_source: Rate,
+    /// Longest `appid` (`--max-appid-bytes`). Default 256.
+    pub appid_bytes: usize,
+    /// Longest `side` (`--max-side-bytes`). Default 64.
+    pub side_bytes: usize,
+    /// Longest `phase` (`--max-phase-bytes`). Default 64.
+    pub phase_bytes: usize,
+    /// Longest `mailbox` id (`--max-mailbox-id-bytes`). Default 64.
+    pub mailbox_id_bytes: usize,
+    /// Longest other string the relay keeps or echoes: `mood`, and a frame's `id` as JSON
+    /// (`--max-string-bytes`). Default 256.
+    pub string_bytes: usize,
+    /// A nameplate claimed by one side only, which never added a message to its mailbox and
+    /// whose mailbox nobody has listened to for this long, is deleted at the next prune
+    /// (`--abandoned-nameplate-secs`). Default 120 s. (A side that sent its `pake` is waiting
+    /// for its peer: only the mailbox expiry applies to it.)
+    pub abandoned_nameplate_secs: f64,
+    /// Apply per-source limits to `127.0.0.1` and `::1` too (`--limit-loopback`).
+    /// Default `false`.
+    pub limit_loopback: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            messages_per_mailbox: 128,
+            bytes_per_mailbox: 2 << 20,
+            listeners_per_mailbox: 8,
+            connections: 20_000,
+            connections_per_source: 200,
+            allocations_per_source: Rate { per_minute: 10 },
+            claims_per_source: Rate { per_minute: 10 },
+            appid_bytes: 256,
+            side_bytes: 64,
+            phase_bytes: 64,
+            mailbox_id_bytes: 64,
+            string_bytes: 256,
+            abandoned_nameplate_secs: 120.0,
+            limit_loopback: false,
+        }
+    }
+}
+
+/// One limit of [`Limits`], as counted and reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Limit {
+    /// [`Limits::messages_per_mailbox`].
+    MailboxMessages,
+    /// [`Limits::bytes_per_mailbox`].
+    MailboxBytes,
+    /// [`Limits::listeners_per_mailbox`].
+    MailboxListeners,
+    /// [`Limits::connections`].
+    Connections,
+    /// [`Limits::connections_per_source`].
+    ConnectionsPerSource,
+    /// [`Limits::allocations_per_source`].
+    Allocations,
+    /// [`Limits::claims_per_source`].
+    Claims,
+    /// [`Limits::appid_bytes`].
+    AppidBytes,
+    /// [`Limits::side_bytes`].
+    SideBytes,
+    /// [`Limits::phase_bytes`].
+    PhaseBytes,
+    /// [`Limits::mailbox_id_bytes`].
+    MailboxIdBytes,
+    /// [`Limits::string_bytes`].
+    StringBytes,
+}
+
+impl Limit {
+    /// The metric label (`wormhole_relay_limits_hit_total{limit="..."}`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::MailboxMessages => "mailbox_messages",
+            Limit::MailboxBytes => "mailbox_bytes",
+            Limit::MailboxListeners => "mailbox_listeners",
+            Limit::Connections => "connections",
+            Limit::ConnectionsPerSource => "connections_per_source",
+            Limit::Allocations => "allocations_per_source",
+            Limit::Claims => "claims_per_source",
+            Limit::AppidBytes => "appid_bytes",
+            Limit::SideBytes => "side_bytes",
+            Limit::PhaseBytes => "phase_bytes",
+            Limit::MailboxIdBytes => "mailbox_id_bytes",
+            Limit::StringBytes => "string_bytes",
+        }
+    }
+
+    /// The `error` text a client gets: what happened and the limit's flag.
+    pub fn error(self) -> &'static str {
+        match self {
+            Limit::MailboxMessages => {
+                "limit reached: this mailbox holds too many messages (--max-mailbox-messages)"
+            }
+            Limit::MailboxBytes => {
+                "limit reached: this mailbox holds too many bytes (--max-mailbox-bytes)"
+            }
+            Limit::MailboxListeners => {
+                "limit reached: too many connections listen to this mailbox (--max-mailbox-listeners)"
+            }
+            Limit::Connections => {
+                "limit reached: the relay has too many connections, try again later (--max-connections)"
+            }
+            Limit::ConnectionsPerSource => {
+                "limit reached: too many connections from your address (--max-connections-per-source)"
+            }
+            Limit::Allocations => {
+                "limit reached: too many nameplates allocated from your address, try again in a minute (--allocations-per-minute)"
+            }
+            Limit::Claims => {
+                "limit reached: too many claims from your address, try again in a minute (--claims-per-minute)"
+            }
+            Limit::AppidBytes => "limit reached: 'appid' is too long (--max-appid-bytes)",
+            Limit::SideBytes => "limit reached: 'side' is too long (--max-side-bytes)",
+            Limit::PhaseBytes => "limit reached: 'phase' is too long (--max-phase-bytes)",
+            Limit::MailboxIdBytes => "limit reached: 'mailbox' is too long (--max-mailbox-id-bytes)",
+            Limit::StringBytes => {
+                "limit reached: a string ('id' or 'mood') is too long (--max-string-bytes)"
+            }
+        }
+    }
+
+    /// Every limit (for documentation and tests).
+    pub const ALL: [Limit; 12] = [
+        Limit::MailboxMessages,
+        Limit::MailboxBytes,
+        Limit::MailboxListeners,
+        Limit::Connections,
+        Limit::ConnectionsPerSource,
+        Limit::Allocations,
+        Limit::Claims,
+        Limit::AppidBytes,
+        Limit::SideBytes,
+        Limit::PhaseBytes,
+        Limit::MailboxIdBytes,
+        Limit::StringBytes,
+    ];
+}
+
+impl Limits {
+    /// Checks the strings of a `bind`.
+    pub(super) fn check_bind(&self, appid: &str, side: &str) -> Result<(), Limit> {
+        check_len(appid, self.appid_bytes, Limit::AppidBytes)?;
+        check_len(side, self.side_bytes, Limit::SideBytes)
+    }
+
+    /// Checks a mailbox id of an `open` or `close`.
+    pub(super) fn check_mailbox_id(&self, mailbox: &str) -> Result<(), Limit> {
+        check_len(mailbox, self.mailbox_id_bytes, Limit::MailboxIdBytes)
+    }
+
+    /// Checks the phase of an `add`.
+    pub(super) fn check_phase(&self, phase: &str) -> Result<(), Limit> {
+        check_len(phase, self.phase_bytes, Limit::PhaseBytes)
+    }
+
+    /// Checks a `mood` or a frame's `id` (as its JSON text).
+    pub(super) fn check_string(&self, text: &str) -> Result<(), Limit> {
+        check_len(text, self.string_bytes, Limit::StringBytes)
+    }
+
+    /// The per-source key of `addr`, or `None` when per-source limits do not apply to it.
+    fn source_of(&self, addr: Option<SocketAddr>) -> Option<IpAddr> {
+        let ip = match addr?.ip() {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(v6),
+            },
+            v4 => v4,
+        };
+        let loopback =
+            ip == IpAddr::V4(Ipv4Addr::LOCALHOST) || ip == IpAddr::V6(Ipv6Addr::LOCALHOST);
+        if loopback && !self.limit_loopback {
+            return None;
+        }
+        Some(match ip {
+            // One IPv6 subscriber usually has a whole /64: count the prefix.
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(bits))
+            }
+            v4 => v4,
+        })
+    }
+}
+
+fn take(bucket: &mut Bucket, rate: Rate, now: f64, limit: Limit) -> Result<(), Limit> {
+    if bucket.take(rate, now) {
+        Ok(())
+    } else {
+        Err(limit)
+    }
+}
+
+fn check_len(text: &str, max: usize, limit: Limit) -> Result<(), Limit> {
+    if text.len() > max {
+        Err(limit)
+    } else {
+        Ok(())
+    }
+}
+
+/// A token bucket (see [`Rate`]).
+#[derive(Debug, Clone)]
+struct Bucket {
+    tokens: f64,
+    at: f64,
+}
+
+impl Bucket {
+    fn full(rate: Rate, now: f64) -> Bucket {
+        Bucket {
+            tokens: f64::from(rate.per_minute),
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, rate: Rate, now: f64) {
+        let capacity = f64::from(rate.per_minute);
+        let elapsed = (now - self.at).max(0.0);
+        self.tokens = (self.tokens + elapsed * capacity / 60.0).min(capacity);
+        self.at = self.at.max(now);
+    }
+
+    fn take(&mut self, rate: Rate, now: f64) -> bool {
+        self.refill(rate, now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn is_full(&mut self, rate: Rate, now: f64) -> bool {
+        self.refill(rate, now);
+        self.tokens >= f64::from(rate.per_minute)
+    }
+}
+
+/// What the relay counts for one source address.
+#[derive(Debug, Clone)]
+struct Source {
+    connections: usize,
+    allocations: Bucket,
+    claims: Bucket,
+}
+
+/// Messages and bytes a mailbox holds.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    messages: usize,
+    bytes: usize,
+}
+
+/// The relay's bookkeeping for [`Limits`]: live connections and their sources, the sources'
+/// buckets, and what each mailbox holds (loaded from the store the first time it is needed,
+/// so it is right after a restart over a durable store).
+#[derive(Debug, Default)]
+pub(super) struct LimitState {
+    live: usize,
+    /// Counted connections and their source (`None`: not counted per source).
+    conns: HashMap<ConnId, Option<IpAddr>>,
+    /// Connections refused at `connected`: their frames are ignored until they are gone.
+    refused: HashSet<ConnId>,
+    sources: HashMap<IpAddr, Source>,
+    usage: HashMap<(String, String), Usage>,
+}
+
+/// The bytes a message counts for in [`Limits::bytes_per_mailbox`].
+pub(super) fn message_bytes(side: &str, phase: &str, body: &str, id: Option<&str>) -> usize {
+    side.len() + phase.len() + body.len() + id.map_or(0, str::len)
+}
+
+impl<S: MailboxStore> Relay<S> {
+    fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    /// Counts a new connection, or refuses it (then it is remembered as refused).
+    pub(super) fn admit_connection(
+        &mut self,
+        conn: ConnId,
+        addr: Option<SocketAddr>,
+        now: f64,
+    ) -> Result<(), Limit> {
+        let source = self.limits().source_of(addr);
+        let state = &mut self.limit_state;
+        if state.live >= self.config.limits.connections {
+            state.refused.insert(conn);
+            return Err(Limit::Connections);
+        }
+        if let Some(ip) = source {
+            let limits = &self.config.limits;
+            let entry = state.sources.entry(ip).or_insert_with(|| Source {
+                connections: 0,
+                allocations: Bucket::full(limits.allocations_per_source, now),
+                claims: Bucket::full(limits.claims_per_source, now),
+            });
+            if entry.connections >= limits.connections_per_source {
+                state.refused.insert(conn);
+                return Err(Limit::ConnectionsPerSource);
+            }
+            entry.connections += 1;
+        }
+        state.live += 1;
+        state.conns.insert(conn, source);
+        Ok(())
+    }
+
+    /// Whether `conn` was refused at `connected` (its frames are ignored).
+    pub(super) fn is_refused(&self, conn: ConnId) -> bool {
+        self.limit_state.refused.contains(&conn)
+    }
+
+    /// Stops counting a connection that went away.
+    pub(super) fn forget_connection(&mut self, conn: ConnId) {
+        let state = &mut self.limit_state;
+        state.refused.remove(&conn);
+        if let Some(source) = state.conns.remove(&conn) {
+            state.live = state.live.saturating_sub(1);
+            if let Some(entry) = source.and_then(|ip| state.sources.get_mut(&ip)) {
+                entry.connections = entry.connections.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Takes an allocation token of `conn`'s source.
+    pub(super) fn admit_allocation(&mut self, conn: ConnId, now: f64) -> Result<(), Limit> {
+        let rate = self.config.limits.allocations_per_source;
+        match self.source_entry(conn) {
+            Some(source) => take(&mut source.allocations, rate, now, Limit::Allocations),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes a claim token of `conn`'s source.
+    pub(super) fn admit_claim(&mut self, conn: ConnId, now: f64) -> Result<(), Limit> {
+        let rate = self.config.limits.claims_per_source;
+        match self.source_entry(conn) {
+            Some(source) => take(&mut source.claims, rate, now, Limit::Claims),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes a claim token if `open` would create the mailbox.
+    pub(super) fn admit_open(
+        &mut self,
+        conn: ConnId,
+        appid: &str,
+        mailbox: &str,
+        now: f64,
+    ) -> Result<(), Refusal> {
+        self.limits().check_mailbox_id(mailbox)?;
+        let key = (appid.to_owned(), mailbox.to_owned());
+        let listeners = self.subscribers.get(&key).map_or(0, Vec::len);
+        if listeners >= self.limits().listeners_per_mailbox {
+            return Err(Limit::MailboxListeners.into());
+        }
+        if self
+            .store
+            .transaction(&mut |tx| tx.mailbox(appid, mailbox))?
+            .is_none()
+        {
+            self.admit_claim(conn, now)?;
+        }
+        Ok(())
+    }
+
+    fn source_entry(&mut self, conn: ConnId) -> Option<&mut Source> {
+        let ip = (*self.limit_state.conns.get(&conn)?)?;
+        self.limit_state.sources.get_mut(&ip)
+    }
+
+    /// Checks that `mailbox` has room for one more message of `bytes`.
+    pub(super) fn admit_message(
+        &mut self,
+        appid: &str,
+        mailbox: &str,
+        bytes: usize,
+    ) -> Result<(), Refusal> {
+        let usage = self.usage(appid, mailbox)?;
+        if usage.messages >= self.limits().messages_per_mailbox {
+            return Err(Limit::MailboxMessages.into());
+        }
+        if usage.bytes.saturating_add(bytes) > self.limits().bytes_per_mailbox {
+            return Err(Limit::MailboxBytes.into());
+        }
+        Ok(())
+    }
+
+    /// Counts a message stored in `mailbox`.
+    pub(super) fn record_message(&mut self, appid: &str, mailbox: &str, bytes: usize) {
+        let key = (appid.to_owned(), mailbox.to_owned());
+        let usage = self.limit_state.usage.entry(key).or_default();
+        usage.messages += 1;
+        usage.bytes += bytes;
+    }
+
+    /// Forgets what a deleted mailbox held.
+    pub(super) fn forget_mailbox(&mut self, appid: &str, mailbox: &str) {
+        self.limit_state
+            .usage
+            .remove(&(appid.to_owned(), mailbox.to_owned()));
+    }
+
+    fn usage(&mut self, appid: &str, mailbox: &str) -> Result<Usage, StoreError> {
+        let key = (appid.to_owned(), mailbox.to_owned());
+        if let Some(usage) = self.limit_state.usage.get(&key) {
+            return Ok(*usage);
+        }
+        let mut usage = Usage::default();
+        for m in self
+            .store
+            .transaction(&mut |tx| tx.messages(appid, mailbox))?
+        {
+            let id = m.msg_id.as_ref().map(|id| id.to_string());
+            usage.messages += 1;
+            usage.bytes += message_bytes(&m.side, &m.phase, &m.body, id.as_deref());
+        }
+        self.limit_state.usage.insert(key, usage);
+        Ok(usage)
+    }
+
+    /// Deletes the nameplates claimed by a single side whose mailbox nobody listens to and
+    /// which was last used (or last listened to) [`Limits::abandoned_nameplate_secs`] ago,
+    /// with their mailboxes; and forgets sources with no connection and full buckets.
+    pub(super) fn prune_abandoned(
+        &mut self,
+        now: f64,
+        pruned: &mut usize,
+    ) -> Result<(), StoreError> {
+        let limits = self.config.limits.clone();
+        self.limit_state.sources.retain(|_, s| {
+            s.connections > 0
+                || !s.allocations.is_full(limits.allocations_per_source, now)
+                || !s.claims.is_full(limits.claims_per_source, now)
+        });
+        let old = now - limits.abandoned_nameplate_secs;
+        // Candidates in one read, then each deletion in a transaction of its own that checks
+        // again, so a nameplate claimed meanwhile (by this process or another) is kept.
+        let candidates = self.store.transaction(&mut |tx| {
+            let mut found = Vec::new();
+            for appid in tx.app_ids()? {
+                for name in tx.nameplate_names(&appid)? {
+                    match tx.nameplate(&appid, &name)? {
+                        Some(nameplate) if nameplate.sides.len() == 1 => {
+                            found.push((appid.clone(), name, nameplate.mailbox_id))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Ok(found)
+        })?;
+        for (appid, name, id) in candidates {
+            if self.subscribers.contains_key(&(appid.clone(), id.clone())) {
+                continue;
+            }
+            let deleted = self.store.transaction(&mut |tx| {
+                let side = match tx.nameplate(&appid, &name)? {
+                    Some(n) if n.sides.len() == 1 && n.mailbox_id == id => n.sides[0].side.clone(),
+                    _ => return Ok(false),
+                };
+                match tx.mailbox(&appid, &id)? {
+                    Some(mailbox) if mailbox.updated > old => return Ok(false),
+                    _ => {}
+                }
+                // A side that sent a message (every real client sends its `pake` at once) is
+                // waiting for its peer, perhaps for days on a long-lived schedule: only the
+                // mailbox expiry applies to it. This rule is for squatters that allocate and
+                // leave.
+                if tx.messages(&appid, &id)?.iter().any(|m| m.side == side) {
+                    return Ok(false);
+                }
+                tx.delete_nameplates_for_mailbox(&appid, &id)?;
+                tx.delete_nameplate(&appid, &name)?;
+                tx.delete_mailbox(&appid, &id)?;
+                Ok(true)
+            })?;
+            if deleted {
+                tracing::debug!(
+                    appid,
+                    nameplate = name,
+                    "relay: pruning abandoned nameplate"
+                );
+                self.drop_listeners(&appid, &id);
+                *pruned += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl From<Limit> for Refusal {
+    fn from(limit: Limit) -> Self {
+        Refusal::Limit(limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_sources_count_by_64_prefix_and_loopback_is_exempt_unless_asked() {
+        let limits = Limits::default();
+        let a: SocketAddr = "[2001:db8:1:2:aaaa::1]:5".parse().unwrap();
+        let b: SocketAddr = "[2001:db8:1:2:bbbb::9]:6".parse().unwrap();
+        let c: SocketAddr = "[2001:db8:1:3::1]:6".parse().unwrap();
+        assert_eq!(limits.source_of(Some(a)), limits.source_of(Some(b)));
+        assert_ne!(limits.source_of(Some(a)), limits.source_of(Some(c)));
+        let mapped: SocketAddr = "[::ffff:192.0.2.7]:1".parse().unwrap();
+        assert_eq!(
+            limits.source_of(Some(mapped)),
+            Some("192.0.2.7".parse().unwrap())
+        );
+        let lo: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let lo6: SocketAddr = "[::1]:9".parse().unwrap();
+        let lo2: SocketAddr = "127.0.0.2:9".parse().unwrap();
+        assert_eq!(limits.source_of(Some(lo)), None);
+        assert_eq!(limits.source_of(Some(lo6)), None);
+        assert_eq!(limits.source_of(Some(lo2)), Some(lo2.ip()));
+        assert_eq!(limits.source_of(None), None);
+        let strict = Limits {
+            limit_loopback: true,
+            ..Limits::default()
+        };
+        assert_eq!(strict.source_of(Some(lo)), Some(lo.ip()));
+    }
+
+    #[test]
+    fn a_bucket_allows_a_burst_then_refills_at_its_rate() {
+        let rate = Rate { per_minute: 6 };
+        let mut bucket = Bucket::full(rate, 0.0);
+        assert!((0..6).all(|_| bucket.take(rate, 0.0)));
+        assert!(!bucket.take(rate, 0.0));
+        assert!(!bucket.take(rate, 9.9));
+        assert!(bucket.take(rate, 10.0)); // one token every 10 s
+        assert!(!bucket.take(rate, 10.0));
+        assert!(!bucket.is_full(rate, 60.0));
+        assert!(bucket.is_full(rate, 70.0));
+        // A clock that goes back does not mint tokens.
+        let mut bucket = Bucket::full(rate, 100.0);
+        assert!((0..6).all(|_| bucket.take(rate, 100.0)));
+        assert!(!bucket.take(rate, 50.0));
+        assert!(!bucket.take(rate, 100.0));
+    }
+
+    #[test]
+    fn every_limit_has_a_distinct_name_and_an_error_naming_its_flag() {
+        let names: HashSet<_> = Limit::ALL.iter().map(|l| l.name()).collect();
+        assert_eq!(names.len(), Limit::ALL.len());
+        for limit in Limit::ALL {
+            assert!(limit.error().starts_with("limit reached: "), "{limit:?}");
+            assert!(limit.error().contains("(--"), "{limit:?}");
+        }
+    }
+}
