@@ -57,6 +57,7 @@ pub fn check(data: &RunData) -> Vec<String> {
         }
         frames(who, &entries, &mut v);
         schedule(data, who, o, &entries, &mut v);
+        polls(data, who, o, &entries, &mut v);
         if o.result == Err(Error::Timeout) {
             timeout_on_time(data, who, o, &entries, &mut v);
         }
@@ -264,6 +265,101 @@ fn schedule(data: &RunData, who: &str, o: &Outcome, entries: &[Entry], v: &mut V
                 }
             }
         }
+    }
+}
+
+/// On a pull connection the session polls on the schedule: polls are due one interval after
+/// the connection came up and then one interval (the one in force) after the previous due
+/// time, in session time. Each due poll happens within one tick of its time, or, when the
+/// connection is busy with a send then (the connection's task does one thing at a time), right
+/// after that send, where several due polls may merge into one. No poll happens that is not
+/// due, and none is skipped while the connection lasts.
+fn polls(data: &RunData, who: &str, o: &Outcome, entries: &[Entry], v: &mut Vec<String>) {
+    let p = &data.params;
+    let tick = p.tick;
+    let sched: Schedule = p.preset.schedule();
+    let interval = |t: Duration| sched.interval_at(t.saturating_sub(o.started));
+    let mine: Vec<&Entry> = entries.iter().filter(|e| e.who == who).collect();
+    let mut i = 0;
+    while i < mine.len() {
+        if mine[i].what != What::Pull {
+            i += 1;
+            continue;
+        }
+        // One pull connection, from `up` to `end`: its polls and its busy (sending) spans.
+        let up = mine[i].at;
+        let mut end = o.ended;
+        let mut polls: Vec<Duration> = Vec::new();
+        let mut busy: Vec<(Duration, Duration)> = Vec::new();
+        let mut sending: Option<Duration> = None;
+        let mut j = i + 1;
+        while j < mine.len() {
+            match &mine[j].what {
+                What::Poll => polls.push(mine[j].at),
+                What::Sent(_) => {
+                    sending.get_or_insert(mine[j].at);
+                }
+                What::SendDone => {
+                    if let Some(s) = sending.take() {
+                        busy.push((s, mine[j].at));
+                    }
+                }
+                What::Lost(_) | What::Closed | What::Attempt => {
+                    end = mine[j].at;
+                    break;
+                }
+                _ => {}
+            }
+            j += 1;
+        }
+        if let Some(s) = sending {
+            busy.push((s, end));
+        }
+        // Back-to-back sends (queued behind each other) keep the connection busy as one span.
+        let mut spans: Vec<(Duration, Duration)> = Vec::new();
+        for (s, e) in busy {
+            match spans.last_mut() {
+                Some(last) if s <= last.1 + tick => last.1 = last.1.max(e),
+                _ => spans.push((s, e)),
+            }
+        }
+        // When a poll due at `d` may happen at the latest.
+        let latest = |d: Duration| {
+            spans
+                .iter()
+                .find(|(s, e)| *s <= d + tick && *e + tick >= d)
+                .map_or(d, |(_, e)| d.max(*e))
+                + tick
+        };
+        let mut matched = vec![false; polls.len()];
+        let mut due = up + interval(up);
+        while due <= end {
+            let window = (due.saturating_sub(tick), latest(due));
+            let within = |a: &Duration| (window.0..=window.1).contains(a);
+            // The first poll not yet taken by an earlier due one; else one taken (merged).
+            let fresh = (0..polls.len()).find(|&k| !matched[k] && within(&polls[k]));
+            match fresh {
+                Some(k) => matched[k] = true,
+                None if polls.iter().any(within) => {}
+                None if window.1 >= end => {}
+                None => {
+                    v.push(format!(
+                        "{who}: no poll between {:?} and {:?} (due at {due:?}); polls were at {:?}",
+                        window.0, window.1, polls
+                    ));
+                    return;
+                }
+            }
+            due += interval(due);
+        }
+        if let Some(k) = matched.iter().position(|m| !m) {
+            v.push(format!(
+                "{who}: polled at {:?}, when no poll was due (connection up at {up:?})",
+                polls[k]
+            ));
+            return;
+        }
+        i = j;
     }
 }
 

@@ -23,7 +23,7 @@ pub mod world;
 
 pub use check::check;
 pub use clock::SimClock;
-pub use params::{NetFault, Params, Scenario, Target};
+pub use params::{NetFault, Params, Scenario, Target, TransportKind};
 pub use world::{run, ClientFaults, RunData};
 
 /// The result of one seed of one scenario.

@@ -16,6 +16,10 @@ use crate::store::Backend;
 pub enum Scenario {
     /// Both sides exchange messages over WebSocket; latency only.
     Happy,
+    /// The same over HTTP polling.
+    Http,
+    /// The same, one side on WebSocket and the other on HTTP polling.
+    Mixed,
     /// Heavy random latency and short outages (segments held, then delivered late).
     Latency,
     /// Partitions between clients and the relay in the middle of the exchange, then repair:
@@ -41,8 +45,10 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Happy,
+        Scenario::Http,
+        Scenario::Mixed,
         Scenario::Latency,
         Scenario::Partition,
         Scenario::RelayCrash,
@@ -58,6 +64,8 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Happy => "happy",
+            Scenario::Http => "http",
+            Scenario::Mixed => "mixed",
             Scenario::Latency => "latency",
             Scenario::Partition => "partition",
             Scenario::RelayCrash => "relay-crash",
@@ -91,6 +99,15 @@ impl FromStr for Scenario {
                 )
             })
     }
+}
+
+/// How a client reaches the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// `ws://`.
+    WebSocket,
+    /// `http://` (polling).
+    Http,
 }
 
 /// Which link a network fault cuts.
@@ -208,6 +225,8 @@ pub struct Params {
     /// Keep the simulation running until then, after the clients finished (for the relay's
     /// pruning).
     pub linger: Option<Duration>,
+    /// How alice and bob reach the relay.
+    pub transports: (TransportKind, TransportKind),
 }
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -257,9 +276,18 @@ impl Params {
             expiry_secs: 11.0 * 60.0,
             backend: Backend::Memory,
             linger: None,
+            transports: (TransportKind::WebSocket, TransportKind::WebSocket),
         };
         match scenario {
             Scenario::Happy => {}
+            Scenario::Http => p.transports = (TransportKind::Http, TransportKind::Http),
+            Scenario::Mixed => {
+                p.transports = if rng.gen_bool(0.5) {
+                    (TransportKind::Http, TransportKind::WebSocket)
+                } else {
+                    (TransportKind::WebSocket, TransportKind::Http)
+                };
+            }
             Scenario::Latency => {
                 let lo = rng.gen_range(0..=300);
                 p.latency = (MS(lo), MS(lo + rng.gen_range(0..=1_500)));
@@ -289,6 +317,7 @@ impl Params {
                     });
                     at += lasting;
                 }
+                p.transports = (kind(&mut rng), kind(&mut rng));
             }
             Scenario::RelayCrash => {
                 let n = rng.gen_range(if stormy { 1..=2 } else { 1..=1 });
@@ -300,6 +329,7 @@ impl Params {
                     at += lasting;
                 }
                 // Drawn last, so the draws above stay those of older versions of the harness.
+                p.transports = (kind(&mut rng), kind(&mut rng));
                 if rng.gen_bool(0.5) {
                     p.backend = Backend::Sqlite;
                 }
@@ -384,6 +414,15 @@ impl Params {
     }
 }
 
+/// WebSocket or HTTP polling, evenly.
+fn kind(rng: &mut ChaCha8Rng) -> TransportKind {
+    if rng.gen_bool(0.5) {
+        TransportKind::Http
+    } else {
+        TransportKind::WebSocket
+    }
+}
+
 fn target(rng: &mut ChaCha8Rng) -> Target {
     match rng.gen_range(0..3) {
         0 => Target::Alice,
@@ -410,6 +449,13 @@ impl fmt::Display for Params {
             self.messages.1,
             self.gap,
         )?;
+        if self.transports != (TransportKind::WebSocket, TransportKind::WebSocket) {
+            write!(
+                f,
+                ", alice on {:?}, bob on {:?}",
+                self.transports.0, self.transports.1
+            )?;
+        }
         if self.wrong_code {
             write!(f, ", wrong code")?;
         }

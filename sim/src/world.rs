@@ -12,13 +12,12 @@ use rand_chacha::ChaCha20Rng;
 use wormhole::relay::server::{spawn, ServerOptions};
 use wormhole::relay::RelayConfig;
 use wormhole::{Code, Error, Wormhole};
-use wormhole_transports::websocket::{
-    DefaultHttpHandler, WebSocketListener, WebSocketOptions, WebSocketTransport,
-};
+use wormhole_transports::http::{HttpClientOptions, HttpPolling, HttpServerOptions, HttpTransport};
+use wormhole_transports::websocket::{WebSocketListener, WebSocketOptions, WebSocketTransport};
 
 use crate::clock::{SimClock, EPOCH_SECS};
 use crate::net::{TurmoilAcceptor, TurmoilDialer};
-use crate::params::{NetFault, Params, Scenario};
+use crate::params::{NetFault, Params, Scenario, TransportKind};
 use crate::record::{Log, RecordingTransport, What};
 use crate::store::RelayDisk;
 
@@ -26,8 +25,10 @@ use crate::store::RelayDisk;
 pub const APPID: &str = "sim.example/wormhole";
 /// The relay's port.
 pub const RELAY_PORT: u16 = 4000;
-/// The relay URL the clients use.
+/// The relay URL of WebSocket clients.
 pub const RELAY_URL: &str = "ws://relay:4000/v1";
+/// The relay URL of HTTP-polling clients (the same port).
+pub const RELAY_HTTP_URL: &str = "http://relay:4000/v1";
 /// How long a client waits for its driver's tasks to end after it is done.
 pub const TASK_GRACE: Duration = Duration::from_secs(10);
 
@@ -115,10 +116,29 @@ struct ClientSpec {
 
 impl ClientSpec {
     fn wormhole(&self, timeout: Duration) -> Wormhole {
-        let ws = WebSocketTransport::new(WebSocketOptions::default())
-            .with_dialer(Arc::new(TurmoilDialer));
-        let transport = RecordingTransport::new(Arc::new(ws), self.log.clone(), self.who);
-        let w = Wormhole::new(APPID, RELAY_URL)
+        let kind = match self.who {
+            "alice" => self.params.transports.0,
+            "bob" => self.params.transports.1,
+            _ => TransportKind::WebSocket,
+        };
+        let (inner, url): (Arc<dyn wormhole_transports::Transport>, &str) = match kind {
+            TransportKind::WebSocket => (
+                Arc::new(
+                    WebSocketTransport::new(WebSocketOptions::default())
+                        .with_dialer(Arc::new(TurmoilDialer)),
+                ),
+                RELAY_URL,
+            ),
+            TransportKind::Http => (
+                Arc::new(
+                    HttpTransport::new(HttpClientOptions::default())
+                        .with_dialer(Arc::new(TurmoilDialer)),
+                ),
+                RELAY_HTTP_URL,
+            ),
+        };
+        let transport = RecordingTransport::new(inner, self.log.clone(), self.who);
+        let w = Wormhole::new(APPID, url)
             .with_transport(Arc::new(transport))
             .with_clock(Arc::new(SimClock))
             .with_seed(derive_seed(self.params.seed, self.who))
@@ -275,11 +295,18 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
             let boot = boots.fetch_add(1, Ordering::Relaxed);
             async move {
                 let acceptor = TurmoilAcceptor::bind(RELAY_PORT).await?;
+                // One port for both, as the production relay: WebSocket upgrades, and HTTP
+                // polling through the listener's HTTP handler.
+                let (polling, sessions) = HttpPolling::new(HttpServerOptions::new(derive_seed(
+                    seed,
+                    &format!("http sessions boot {boot}"),
+                )));
                 let listener = WebSocketListener::from_acceptor(
                     Box::new(acceptor),
                     WebSocketOptions::relay(),
-                    Arc::new(DefaultHttpHandler),
+                    polling,
                 )?;
+                let sessions = sessions.with_url(RELAY_HTTP_URL);
                 let options = ServerOptions {
                     config: RelayConfig {
                         channel_expiration_secs: expiry,
@@ -290,7 +317,7 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
                     ..ServerOptions::default()
                 };
                 let listeners: Vec<Box<dyn wormhole_transports::Listener>> =
-                    vec![Box::new(listener)];
+                    vec![Box::new(listener), Box::new(sessions)];
                 let clock = Arc::new(SimClock);
                 // Held until the host crashes (which drops it, like a killed process).
                 let _relay = match disk.open_sqlite() {

@@ -43,6 +43,16 @@ fn happy() {
 }
 
 #[test]
+fn http() {
+    all_seeds_pass(Scenario::Http);
+}
+
+#[test]
+fn mixed() {
+    all_seeds_pass(Scenario::Mixed);
+}
+
+#[test]
 fn latency() {
     all_seeds_pass(Scenario::Latency);
 }
@@ -90,5 +100,5 @@ fn abandoned() {
 #[test]
 fn every_scenario_has_a_test() {
     // Keep this file in step with Scenario::ALL.
-    assert_eq!(Scenario::ALL.len(), 10);
+    assert_eq!(Scenario::ALL.len(), 12);
 }
