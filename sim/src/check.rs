@@ -213,6 +213,11 @@ fn schedule(data: &RunData, who: &str, o: &Outcome, entries: &[Entry], v: &mut V
     let mut attempts: u32 = 0;
     for (i, e) in mine.iter().enumerate() {
         let lost = match &e.what {
+            // A restarted client: what its crash cut is no scheduled reconnection.
+            What::Note(n) if n.starts_with("boot ") => {
+                up_since = None;
+                continue;
+            }
             What::Connected => {
                 ever_connected = true;
                 up_since = Some(e.at);
@@ -225,10 +230,16 @@ fn schedule(data: &RunData, who: &str, o: &Outcome, entries: &[Entry], v: &mut V
         if !lost {
             continue;
         }
-        let next = mine[i + 1..]
+        let later = &mine[i + 1..];
+        // Lost because the host crashed: the next boot is not a reconnection.
+        if later
             .iter()
-            .find(|n| n.what == What::Attempt)
-            .map(|n| n.at);
+            .take_while(|n| n.what != What::Attempt)
+            .any(|n| matches!(&n.what, What::Note(t) if t.starts_with("boot ")))
+        {
+            continue;
+        }
+        let next = later.iter().find(|n| n.what == What::Attempt).map(|n| n.at);
         if !ever_connected {
             if let Some(at) = next {
                 v.push(format!(

@@ -27,6 +27,8 @@ pub enum Scenario {
     Partition,
     /// The relay host crashes mid-exchange and restarts with its durable store.
     RelayCrash,
+    /// bob's host crashes mid-exchange, once or more, and resumes from its journal.
+    ClientCrash,
     /// The receiver arrives about ten minutes late; long-lived schedule.
     LatePeer,
     /// The receiver arrives days later while the sender is offline for most of that time;
@@ -45,13 +47,14 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Happy,
         Scenario::Http,
         Scenario::Mixed,
         Scenario::Latency,
         Scenario::Partition,
         Scenario::RelayCrash,
+        Scenario::ClientCrash,
         Scenario::LatePeer,
         Scenario::LatePeerDays,
         Scenario::WrongCode,
@@ -69,6 +72,7 @@ impl Scenario {
             Scenario::Latency => "latency",
             Scenario::Partition => "partition",
             Scenario::RelayCrash => "relay-crash",
+            Scenario::ClientCrash => "client-crash",
             Scenario::LatePeer => "late-peer",
             Scenario::LatePeerDays => "late-peer-days",
             Scenario::WrongCode => "wrong-code",
@@ -154,6 +158,13 @@ pub enum NetFault {
         /// How long.
         lasting: Duration,
     },
+    /// bob's host crashes and restarts (resuming from its journal).
+    CrashBob {
+        /// Crash, after bob first connected.
+        at: Duration,
+        /// Down for.
+        lasting: Duration,
+    },
     /// The relay host crashes and restarts with its store.
     CrashRelay {
         /// Crash, after the anchor.
@@ -182,6 +193,9 @@ impl fmt::Display for NetFault {
             }
             NetFault::CrashRelay { at, lasting } => {
                 write!(f, "crash relay at +{at:.3?} for {lasting:.3?}")
+            }
+            NetFault::CrashBob { at, lasting } => {
+                write!(f, "crash bob at +{at:.3?} for {lasting:.3?}")
             }
         }
     }
@@ -333,6 +347,18 @@ impl Params {
                 if rng.gen_bool(0.5) {
                     p.backend = Backend::Sqlite;
                 }
+            }
+            Scenario::ClientCrash => {
+                p.messages.1 = rng.gen_range(2..=4);
+                let n = rng.gen_range(if stormy { 1..=3 } else { 1..=1 });
+                let mut at = Duration::ZERO;
+                for _ in 0..n {
+                    at += ms_between(&mut rng, 0, 4_000);
+                    let lasting = ms_between(&mut rng, 10, 20_000);
+                    p.faults.push(NetFault::CrashBob { at, lasting });
+                    at += lasting;
+                }
+                p.transports = (kind(&mut rng), kind(&mut rng));
             }
             Scenario::LatePeer => {
                 p.tick = MS(100);

@@ -11,6 +11,7 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use wormhole::relay::server::{spawn, ServerOptions};
 use wormhole::relay::RelayConfig;
+use wormhole::storage::{MemoryStorage, Storage};
 use wormhole::{Code, Error, Wormhole};
 use wormhole_transports::http::{HttpClientOptions, HttpPolling, HttpServerOptions, HttpTransport};
 use wormhole_transports::websocket::{WebSocketListener, WebSocketOptions, WebSocketTransport};
@@ -39,6 +40,8 @@ pub struct ClientFaults {
     pub forget_unechoed: bool,
     /// Read the schedule one step early.
     pub schedule_off_by_one: bool,
+    /// A restored session keeps its saved random stream (no fresh entropy).
+    pub replay_randomness: bool,
 }
 
 /// How one client ended.
@@ -65,6 +68,21 @@ pub struct Shared {
     pub code_at: Option<Duration>,
     /// Each client's outcome.
     pub outcomes: Vec<(String, Outcome)>,
+    /// A resumable bob's application state (its "disk").
+    pub bob: BobApp,
+}
+
+/// What a resumable bob's application keeps across crashes.
+#[derive(Debug, Default)]
+pub struct BobApp {
+    /// Boots so far.
+    pub boots: u32,
+    /// When it first started.
+    pub started: Option<Duration>,
+    /// Messages handed to `send`.
+    pub sent: usize,
+    /// Messages read.
+    pub received: Vec<Vec<u8>>,
 }
 
 /// Everything a finished run leaves for the checks.
@@ -106,6 +124,7 @@ pub fn messages(who: &str, n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+#[derive(Clone)]
 struct ClientSpec {
     who: &'static str,
     params: Params,
@@ -116,6 +135,15 @@ struct ClientSpec {
 
 impl ClientSpec {
     fn wormhole(&self, timeout: Duration) -> Wormhole {
+        let (inner, url) = self.transport();
+        let w = Wormhole::new(APPID, url)
+            .with_preset(self.params.preset)
+            .with_timeout(Some(timeout));
+        self.dress(w, inner, self.who)
+    }
+
+    /// This client's production transport over turmoil TCP, and the URL it serves.
+    fn transport(&self) -> (Arc<dyn wormhole_transports::Transport>, &'static str) {
         let kind = match self.who {
             "alice" => self.params.transports.0,
             "bob" => self.params.transports.1,
@@ -137,18 +165,27 @@ impl ClientSpec {
                 RELAY_HTTP_URL,
             ),
         };
+        (inner, url)
+    }
+
+    /// The simulation's transport (recorded), clock, seed and faults on a wormhole (new or
+    /// restored).
+    fn dress(
+        &self,
+        w: Wormhole,
+        inner: Arc<dyn wormhole_transports::Transport>,
+        seed_name: &str,
+    ) -> Wormhole {
         let transport = RecordingTransport::new(inner, self.log.clone(), self.who);
-        let w = Wormhole::new(APPID, url)
+        let w = w
             .with_transport(Arc::new(transport))
             .with_clock(Arc::new(SimClock))
-            .with_seed(derive_seed(self.params.seed, self.who))
-            .with_preset(self.params.preset)
-            .with_timeout(Some(timeout));
+            .with_seed(derive_seed(self.params.seed, seed_name));
         #[cfg(feature = "fault-injection")]
         let w = w.with_faults(wormhole::core::Faults {
             forget_unechoed: self.faults.forget_unechoed,
             schedule_off_by_one: self.faults.schedule_off_by_one,
-            ..Default::default()
+            replay_randomness: self.faults.replay_randomness,
         });
         #[cfg(not(feature = "fault-injection"))]
         let _ = self.faults;
@@ -254,6 +291,83 @@ impl ClientSpec {
     }
 }
 
+impl ClientSpec {
+    /// bob on a host that may crash: every boot resumes from the journal on bob's "disk"
+    /// (`journal`, outside the host), or starts afresh if nothing was journaled yet. What the
+    /// application did (messages handed to `send`, messages read) is kept there too.
+    async fn resumable(self, journal: Arc<dyn Storage>, mine: Vec<Vec<u8>>, expect: usize) {
+        if self
+            .shared
+            .borrow()
+            .outcomes
+            .iter()
+            .any(|(w, _)| w == "bob")
+        {
+            return; // restarted after it had finished
+        }
+        let boot = {
+            let mut sh = self.shared.borrow_mut();
+            sh.bob.boots += 1;
+            sh.bob.started.get_or_insert(SimClock::elapsed());
+            sh.bob.boots
+        };
+        self.note(format!("boot {boot}"));
+        let Some(code) = self.shared.borrow().code.clone() else {
+            return;
+        };
+        let (inner, _) = self.transport();
+        let mut w = match Wormhole::from_storage(journal.clone(), "bob") {
+            Ok(Some(w)) => {
+                self.note("resumed from the journal".into());
+                self.dress(w, inner, &format!("bob boot {boot}"))
+            }
+            Ok(None) => {
+                let w = self
+                    .wormhole(self.params.timeout)
+                    .with_journal(journal, "bob");
+                let mut w = w;
+                if let Err(e) = w.set_code(code).await {
+                    return self.end_bob(Err(e)).await;
+                }
+                w
+            }
+            Err(e) => return self.end_bob(Err(e)).await,
+        };
+        let result = async {
+            loop {
+                let sent = self.shared.borrow().bob.sent;
+                let Some(m) = mine.get(sent) else { break };
+                tokio::time::sleep(self.params.gap).await;
+                w.send(m).await?;
+                self.shared.borrow_mut().bob.sent += 1;
+            }
+            while self.shared.borrow().bob.received.len() < expect {
+                let m = w.recv().await?;
+                self.shared.borrow_mut().bob.received.push(m);
+            }
+            w.close().await
+        }
+        .await;
+        let result = match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = w.close().await;
+                Err(e)
+            }
+        };
+        drop(w);
+        self.end_bob(result).await;
+    }
+
+    async fn end_bob(&self, result: Result<(), Error>) {
+        let (started, received) = {
+            let sh = self.shared.borrow();
+            (sh.bob.started.unwrap_or_default(), sh.bob.received.clone())
+        };
+        self.finish(started, received, result).await;
+    }
+}
+
 /// The same nameplate with other words.
 fn wrong_code(code: &Code) -> Code {
     let np = code.nameplate();
@@ -354,17 +468,34 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
     // The others join once the code is known and their delay has passed: they are added to
     // the simulation only then, so days of waiting cost them nothing.
     let mut joiners: Vec<Joiner> = Vec::new();
-    if with_bob {
+    let resumable = params.scenario == Scenario::ClientCrash;
+    if resumable {
+        let journal: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let (mine, expect) = (bob_msgs.clone(), alice_msgs.len());
+        let c = Rc::new(spec("bob"));
+        joiners.push(Joiner {
+            who: "bob",
+            delay: params.bob_delay,
+            software: Software::Host(Box::new(move || {
+                let c = ClientSpec::clone(&c);
+                let (journal, mine) = (journal.clone(), mine.clone());
+                Box::pin(async move {
+                    c.resumable(journal, mine, expect).await;
+                    Ok(())
+                })
+            })),
+        });
+    } else if with_bob {
         let c = spec("bob");
         let (mine, expect) = (bob_msgs.clone(), alice_msgs.len());
         let (wrong, timeout) = (params.wrong_code, params.timeout);
         joiners.push(Joiner {
             who: "bob",
             delay: params.bob_delay,
-            software: Box::pin(async move {
+            software: Software::Once(Box::pin(async move {
                 c.joiner(wrong, timeout, mine, expect).await;
                 Ok(())
-            }),
+            })),
         });
     }
     if let Some(delay) = params.mallory {
@@ -372,11 +503,11 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
         joiners.push(Joiner {
             who: "mallory",
             delay,
-            software: Box::pin(async move {
+            software: Software::Once(Box::pin(async move {
                 c.joiner(true, Duration::from_secs(60), messages("mallory", 1), 1)
                     .await;
                 Ok(())
-            }),
+            })),
         });
     }
 
@@ -395,11 +526,19 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
     }
 }
 
+type HostFuture = std::pin::Pin<Box<dyn std::future::Future<Output = turmoil::Result>>>;
+
+/// What a joiner runs: once (a turmoil client), or on every boot of a host that may crash.
+enum Software {
+    Once(HostFuture),
+    Host(Box<dyn Fn() -> HostFuture>),
+}
+
 /// A client that joins once alice's code is known, after its delay.
 struct Joiner {
     who: &'static str,
     delay: Duration,
-    software: std::pin::Pin<Box<dyn std::future::Future<Output = turmoil::Result>>>,
+    software: Software,
 }
 
 /// A fault action due at a time.
@@ -432,7 +571,10 @@ fn drive(
                 joiners.into_iter().partition(|j| code_at + j.delay <= now);
             joiners = later;
             for j in due {
-                sim.client(j.who, j.software);
+                match j.software {
+                    Software::Once(fut) => sim.client(j.who, fut),
+                    Software::Host(boot) => sim.host(j.who, boot),
+                }
             }
         }
         let mut i = 0;
@@ -463,6 +605,11 @@ fn drive(
         match sim.step() {
             // Done once every client is, including those still due to join (and, for a
             // scenario that lingers, once the relay had its time).
+            // A resumable bob runs on a host, which turmoil does not wait for.
+            Ok(true)
+                if params.scenario == Scenario::ClientCrash
+                    && shared.borrow().code_at.is_some()
+                    && !shared.borrow().outcomes.iter().any(|(w, _)| w == "bob") => {}
             Ok(true) if joiners.is_empty() || shared.borrow().code_at.is_none() => {
                 if !clients_done {
                     clients_done = true;
@@ -501,7 +648,8 @@ fn start_of(f: &NetFault) -> Duration {
     match f {
         NetFault::Partition { at, .. }
         | NetFault::Hold { at, .. }
-        | NetFault::CrashRelay { at, .. } => *at,
+        | NetFault::CrashRelay { at, .. }
+        | NetFault::CrashBob { at, .. } => *at,
     }
 }
 
@@ -509,7 +657,8 @@ fn length_of(f: &NetFault) -> Duration {
     match f {
         NetFault::Partition { lasting, .. }
         | NetFault::Hold { lasting, .. }
-        | NetFault::CrashRelay { lasting, .. } => *lasting,
+        | NetFault::CrashRelay { lasting, .. }
+        | NetFault::CrashBob { lasting, .. } => *lasting,
     }
 }
 
@@ -518,6 +667,7 @@ fn anchor(f: &NetFault, log: &Log) -> Option<Duration> {
     let hosts: &[&str] = match f {
         NetFault::Partition { target, .. } | NetFault::Hold { target, .. } => target.hosts(),
         NetFault::CrashRelay { .. } => &["alice", "bob"],
+        NetFault::CrashBob { .. } => &["bob"],
     };
     let mut latest = Duration::ZERO;
     for h in hosts {
@@ -544,6 +694,10 @@ fn cut(sim: &mut turmoil::Sim<'_>, f: &NetFault, log: &Log, now: Duration) {
             sim.crash("relay");
             log.push_at(now, "sim", What::Net("crash relay".into()));
         }
+        NetFault::CrashBob { .. } => {
+            sim.crash("bob");
+            log.push_at(now, "sim", What::Net("crash bob".into()));
+        }
     }
 }
 
@@ -564,6 +718,10 @@ fn mend(sim: &mut turmoil::Sim<'_>, f: &NetFault, log: &Log, now: Duration) {
         NetFault::CrashRelay { .. } => {
             sim.bounce("relay");
             log.push_at(now, "sim", What::Net("restart relay".into()));
+        }
+        NetFault::CrashBob { .. } => {
+            sim.bounce("bob");
+            log.push_at(now, "sim", What::Net("restart bob".into()));
         }
     }
 }

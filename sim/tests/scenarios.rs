@@ -68,6 +68,11 @@ fn relay_crash() {
 }
 
 #[test]
+fn client_crash() {
+    all_seeds_pass(Scenario::ClientCrash);
+}
+
+#[test]
 fn late_peer() {
     all_seeds_pass(Scenario::LatePeer);
 }
@@ -100,5 +105,5 @@ fn abandoned() {
 #[test]
 fn every_scenario_has_a_test() {
     // Keep this file in step with Scenario::ALL.
-    assert_eq!(Scenario::ALL.len(), 12);
+    assert_eq!(Scenario::ALL.len(), 13);
 }
