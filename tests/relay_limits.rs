@@ -213,3 +213,57 @@ async fn allocations_from_one_source_are_rate_limited_and_others_allocate() {
     send(&mut local, json!({"type": "allocate"})).await;
     assert!(next_of(&mut local, "allocated").await["nameplate"].is_string());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_over_its_inbound_budget_is_read_later_and_others_wait_for_nothing() {
+    use wormhole::transports::memory::{MemoryListener, MemoryTransport};
+    let options = ServerOptions {
+        config: RelayConfig {
+            max_frame_bytes: 10_000,
+            ..RelayConfig::default()
+        },
+        // A burst of 10,000 bytes (the largest frame), then 1,000 bytes a second.
+        inbound_bytes_per_sec: 1000,
+        ..ServerOptions::default()
+    };
+    let listener = MemoryListener::bind("limits-inbound").unwrap();
+    let _relay = spawn(
+        vec![Box::new(listener) as Box<dyn Listener>],
+        MemoryStore::default(),
+        options,
+        Arc::new(TokioClock::new()),
+    );
+    let mut a = MemoryTransport
+        .connect("mem://limits-inbound")
+        .await
+        .unwrap();
+    let mut b = MemoryTransport
+        .connect("mem://limits-inbound")
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    // Five pings of 5,000 bytes: the first three are read at once (the third overdraws the
+    // budget by 5,000), the fourth 5 s later, the fifth 10 s later.
+    for n in 0..5 {
+        let frame = json!({"type": "ping", "ping": n, "pad": "x".repeat(4960)}).to_string();
+        assert!((4990..=5010).contains(&frame.len()), "{}", frame.len());
+        a.send(frame).await.unwrap();
+    }
+    // Another connection is answered at once meanwhile.
+    ping(&mut b, 99).await;
+    assert!(start.elapsed() < Duration::from_millis(100));
+    let mut at = Vec::new();
+    for n in 0..5 {
+        assert_eq!(next_of(&mut a, "pong").await["pong"], n);
+        at.push(start.elapsed());
+    }
+    assert!(at[2] < Duration::from_millis(100), "{at:?}");
+    assert!(
+        at[3] >= Duration::from_millis(4900) && at[3] < Duration::from_secs(6),
+        "{at:?}"
+    );
+    assert!(
+        at[4] >= Duration::from_millis(9900) && at[4] < Duration::from_secs(11),
+        "{at:?}"
+    );
+}

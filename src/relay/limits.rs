@@ -213,8 +213,10 @@ impl Limits {
         check_len(text, self.string_bytes, Limit::StringBytes)
     }
 
-    /// The per-source key of `addr`, or `None` when per-source limits do not apply to it.
-    fn source_of(&self, addr: Option<SocketAddr>) -> Option<IpAddr> {
+    /// The source address `addr` counts for in per-source limits (an IPv4 address, or an IPv6
+    /// /64 prefix), or `None` when per-source limits do not apply to it (no address, or
+    /// `127.0.0.1`/`::1` without [`limit_loopback`](Self::limit_loopback)).
+    pub fn source_key(&self, addr: Option<SocketAddr>) -> Option<IpAddr> {
         let ip = match addr?.ip() {
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => IpAddr::V4(v4),
@@ -338,7 +340,7 @@ impl<S: MailboxStore> Relay<S> {
         addr: Option<SocketAddr>,
         now: f64,
     ) -> Result<(), Limit> {
-        let source = self.limits().source_of(addr);
+        let source = self.limits().source_key(addr);
         let state = &mut self.limit_state;
         if state.live >= self.config.limits.connections {
             state.refused.insert(conn);
@@ -562,25 +564,25 @@ mod tests {
         let a: SocketAddr = "[2001:db8:1:2:aaaa::1]:5".parse().unwrap();
         let b: SocketAddr = "[2001:db8:1:2:bbbb::9]:6".parse().unwrap();
         let c: SocketAddr = "[2001:db8:1:3::1]:6".parse().unwrap();
-        assert_eq!(limits.source_of(Some(a)), limits.source_of(Some(b)));
-        assert_ne!(limits.source_of(Some(a)), limits.source_of(Some(c)));
+        assert_eq!(limits.source_key(Some(a)), limits.source_key(Some(b)));
+        assert_ne!(limits.source_key(Some(a)), limits.source_key(Some(c)));
         let mapped: SocketAddr = "[::ffff:192.0.2.7]:1".parse().unwrap();
         assert_eq!(
-            limits.source_of(Some(mapped)),
+            limits.source_key(Some(mapped)),
             Some("192.0.2.7".parse().unwrap())
         );
         let lo: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let lo6: SocketAddr = "[::1]:9".parse().unwrap();
         let lo2: SocketAddr = "127.0.0.2:9".parse().unwrap();
-        assert_eq!(limits.source_of(Some(lo)), None);
-        assert_eq!(limits.source_of(Some(lo6)), None);
-        assert_eq!(limits.source_of(Some(lo2)), Some(lo2.ip()));
-        assert_eq!(limits.source_of(None), None);
+        assert_eq!(limits.source_key(Some(lo)), None);
+        assert_eq!(limits.source_key(Some(lo6)), None);
+        assert_eq!(limits.source_key(Some(lo2)), Some(lo2.ip()));
+        assert_eq!(limits.source_key(None), None);
         let strict = Limits {
             limit_loopback: true,
             ..Limits::default()
         };
-        assert_eq!(strict.source_of(Some(lo)), Some(lo.ip()));
+        assert_eq!(strict.source_key(Some(lo)), Some(lo.ip()));
     }
 
     #[test]

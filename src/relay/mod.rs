@@ -24,9 +24,10 @@
 //! the per-process subscriptions; `commands` the per-connection rules (Python's
 //! `WebSocketServer`); `tables` the table logic on the [`MailboxStore`] (Python's `AppNamespace`
 //! and `Mailbox`), as functions over one transaction's [`MailboxTables`]; `output` builds the
-//! frames; [`errors`] the error texts; `store` the [`MailboxStore`] and [`MailboxTables`] traits
-//! (and how transactions work); `memory` the [`MemoryStore`]; `sqlite` the `SqliteStore`
-//! (feature `sqlite`); `server` the async runner (feature `relay-server`).
+//! frames; [`errors`] the error texts; [`limits`] what one client may hold or do; `store` the
+//! [`MailboxStore`] and [`MailboxTables`] traits (and how transactions work); `memory` the
+//! [`MemoryStore`]; `sqlite` the `SqliteStore` (feature `sqlite`); `server` the async runner
+//! (feature `relay-server`).
 //!
 //! # Behaviour, and where it differs from Python 0.8
 //! * Every frame that has a `type` is acked first (`id` copied verbatim, `null` when absent);
@@ -49,6 +50,12 @@
 //!   [`errors::INTERNAL`]). In every case the connection stays usable.
 //! * When the last side closes a mailbox, Python deletes that side's `nameplate_sides` rows in
 //!   *every* app id; here only within the connection's app id.
+//! * Ours: the [`limits`] of a public relay ([`Limits`], all with defaults for a public relay).
+//!   A command over a limit gets an `error` naming it ([`Limit::error`]) and changes nothing;
+//!   a connection over [`Limits::connections`] or [`Limits::connections_per_source`] gets that
+//!   `error` and a [`RelayOutput::Close`]. [`Relay::prune`] also deletes nameplates claimed by
+//!   one side only whose mailbox nobody listened to for [`Limits::abandoned_nameplate_secs`]
+//!   (Python waits for the 11-minute expiry of the mailbox).
 //! * An `add` on a connection whose mailbox was meanwhile deleted (another connection of the
 //!   same side closed it) recreates the mailbox row and stores the message; Python stores an
 //!   orphan message row. Either way nobody is subscribed, so no echo is sent.
@@ -316,8 +323,7 @@ impl<S: MailboxStore> Relay<S> {
         }
         self.note_input(conn);
         if frame.len() > self.config.max_frame_bytes {
-            tracing::debug!(conn, len = frame.len(), "relay: frame too large");
-            self.send_error(conn, errors::FRAME_TOO_LARGE, Value::Null, now);
+            self.received_too_large(conn, frame.len(), now);
             return;
         }
         let msg = match serde_json::from_str::<Value>(frame) {
@@ -363,6 +369,17 @@ impl<S: MailboxStore> Relay<S> {
             };
             self.send_error(conn, error, Value::Object(msg), now);
         }
+    }
+
+    /// A frame of `len` bytes, larger than [`RelayConfig::max_frame_bytes`], arrived: answers
+    /// as [`received`](Self::received) would, so that a runner need not keep such a frame
+    /// until the core gets to it.
+    pub fn received_too_large(&mut self, conn: ConnId, len: usize, now: f64) {
+        if self.is_refused(conn) {
+            return;
+        }
+        tracing::debug!(conn, len, "relay: frame too large");
+        self.send_error(conn, errors::FRAME_TOO_LARGE, Value::Null, now);
     }
 
     /// The connection went away: it stops listening. Like Python, this does not close its mailbox

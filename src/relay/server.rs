@@ -14,7 +14,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +27,11 @@ use wormhole_transports::{Connection, Listener, TransportError};
 use super::metrics::Metrics;
 use super::{ConnId, MailboxStore, MemoryStore, Relay, RelayConfig, RelayOutput};
 use crate::clock::{Clock, TokioClock};
+use budget::{Budget, Inbound};
+use outbox::Outbox;
+
+mod budget;
+mod outbox;
 
 /// How often the relay prunes idle mailboxes and abandoned nameplates. The Python server
 /// prunes every 5 minutes; once a minute lets
@@ -48,6 +53,18 @@ pub const OUTBOX_BUDGET: usize = 4 * 1024 * 1024;
 /// connection whose frame does not fit waits (and stops reading its socket, so TCP slows its
 /// client down) until the core has caught up; the core itself never waits for a connection.
 pub const QUEUE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Bytes per second one connection may send once it has used its burst (the largest frame):
+/// a wormhole client sends a few KiB per exchange, a whole text of the largest size
+/// fits in the burst, and a client pushing more is not read meanwhile, so it cannot take the
+/// relay's time (reading and parsing) from the others.
+pub const INBOUND_BYTES_PER_SEC: usize = 256 * 1024;
+
+/// Bytes per second all the connections of one source address (as counted by
+/// [`Limits::source_key`](super::Limits::source_key)) may send together, after a burst of four
+/// times the largest frame. Without it a client would get a fresh burst with every new
+/// connection.
+pub const SOURCE_BYTES_PER_SEC: usize = 1024 * 1024;
 
 /// Events (frames, new and closed connections) that may wait for the core.
 const QUEUE_EVENTS: usize = 4096;
@@ -72,6 +89,14 @@ pub struct ServerOptions {
     /// Bytes of received frames that may wait for the core (see [`QUEUE_BYTES`]); at least
     /// the transport's largest frame.
     pub queue_bytes: usize,
+    /// Bytes per second one connection may send after a burst of
+    /// [`RelayConfig::max_frame_bytes`]; past it the relay stops reading that connection for
+    /// a while (see [`INBOUND_BYTES_PER_SEC`]).
+    pub inbound_bytes_per_sec: usize,
+    /// Bytes per second all the connections of one source address may send together, after
+    /// a burst of four times [`RelayConfig::max_frame_bytes`] (see [`SOURCE_BYTES_PER_SEC`]).
+    /// Sources spared by the per-source limits are not counted.
+    pub source_bytes_per_sec: usize,
     /// Where the relay counts connections by transport, frames, exchanges, errors and limit
     /// hits (share it with a `/metrics` endpoint).
     pub metrics: Arc<Metrics>,
@@ -86,6 +111,8 @@ impl Default for ServerOptions {
             send_timeout: SEND_TIMEOUT,
             outbox_budget: OUTBOX_BUDGET,
             queue_bytes: QUEUE_BYTES,
+            inbound_bytes_per_sec: INBOUND_BYTES_PER_SEC,
+            source_bytes_per_sec: SOURCE_BYTES_PER_SEC,
             metrics: Arc::default(),
         }
     }
@@ -164,6 +191,8 @@ enum ConnEvent {
     Incoming(Box<dyn Connection>),
     /// A frame, holding its share of the queue's byte budget until the core has handled it.
     Frame(ConnId, String, OwnedSemaphorePermit),
+    /// A frame over the core's size limit, dropped at once: only its length travels.
+    TooLarge(ConnId, usize),
     Gone(ConnId),
 }
 
@@ -173,11 +202,18 @@ struct Queue {
     events: mpsc::Sender<ConnEvent>,
     bytes: Arc<Semaphore>,
     max_frame: u32,
+    /// The core's frame size limit.
+    frame_limit: usize,
 }
 
 impl Queue {
     /// Queues a frame once there is room for its bytes. `false` once the core is gone.
     async fn frame(&self, id: ConnId, text: String) -> bool {
+        if text.len() > self.frame_limit {
+            let event = ConnEvent::TooLarge(id, text.len());
+            drop(text);
+            return self.events.send(event).await.is_ok();
+        }
         let len = u32::try_from(text.len())
             .unwrap_or(u32::MAX)
             .clamp(1, self.max_frame);
@@ -188,125 +224,6 @@ impl Queue {
             .send(ConnEvent::Frame(id, text, permit))
             .await
             .is_ok()
-    }
-}
-
-/// Frames waiting to be written to one connection. Lighter than a channel per connection
-/// (a tokio channel allocates a block of 32 slots up front), which matters with many idle
-/// connections.
-///
-/// The frames waiting are bounded by a byte budget: a connection whose outbox would go over it
-/// (a client that stopped reading) is closed, and what was queued for it is dropped.
-struct Outbox {
-    state: std::sync::Mutex<OutboxState>,
-    ready: tokio::sync::Notify,
-    budget: usize,
-    /// The connection wants to know when its frames were handled (HTTP polling).
-    receipts: bool,
-    /// For metrics: the connection's transport.
-    kind: &'static str,
-}
-
-#[derive(Default)]
-struct OutboxState {
-    frames: Vec<Arc<str>>,
-    bytes: usize,
-    closed: bool,
-    /// Closed for going over the budget: nothing more is written.
-    overflowed: bool,
-    /// Frames of this connection the core has handled, and the count last reported to it.
-    handled: u64,
-    reported: u64,
-}
-
-impl Outbox {
-    fn new(budget: usize, receipts: bool, kind: &'static str) -> Outbox {
-        Outbox {
-            state: Default::default(),
-            ready: Default::default(),
-            budget,
-            receipts,
-            kind,
-        }
-    }
-
-    /// The core handled one more frame of this connection (and queued what it caused).
-    fn mark_handled(&self) {
-        self.lock().handled += 1;
-        self.ready.notify_one();
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Queues frames; `false` if the connection is closed or just went over its budget (then
-    /// it is closed and the frames are dropped).
-    fn push(&self, frames: Vec<Arc<str>>) -> bool {
-        let mut state = self.lock();
-        if state.closed {
-            return false;
-        }
-        let bytes = frames.iter().map(|f| f.len()).sum::<usize>();
-        let within = state.bytes.saturating_add(bytes) <= self.budget;
-        if within {
-            state.bytes += bytes;
-            if state.frames.is_empty() {
-                state.frames = frames;
-            } else {
-                state.frames.extend(frames);
-            }
-        } else {
-            state.closed = true;
-            state.overflowed = true;
-            state.frames = Vec::new();
-            state.bytes = 0;
-        }
-        drop(state);
-        self.ready.notify_one();
-        within
-    }
-
-    fn close(&self) {
-        self.lock().closed = true;
-        self.ready.notify_one();
-    }
-
-    /// Completes once the connection went over its budget.
-    async fn overflowed(&self) {
-        loop {
-            if self.lock().overflowed {
-                return;
-            }
-            self.ready.notified().await;
-        }
-    }
-
-    fn is_overflowed(&self) -> bool {
-        self.lock().overflowed
-    }
-
-    /// Waits for frames or a new count of frames handled (or the close); returns `None` once
-    /// closed and drained.
-    async fn next(&self) -> Option<(Vec<Arc<str>>, Option<u64>)> {
-        loop {
-            {
-                let mut state = self.lock();
-                if state.overflowed {
-                    return None;
-                }
-                let receipt = (state.handled != state.reported).then_some(state.handled);
-                if !state.frames.is_empty() || receipt.is_some() {
-                    state.bytes = 0;
-                    state.reported = state.handled;
-                    return Some((std::mem::take(&mut state.frames), receipt));
-                }
-                if state.closed {
-                    return None;
-                }
-            }
-            self.ready.notified().await;
-        }
     }
 }
 
@@ -327,6 +244,7 @@ async fn run<S: MailboxStore>(
         events: events_tx.clone(),
         bytes: Arc::new(Semaphore::new(queue_bytes)),
         max_frame: queue_bytes as u32,
+        frame_limit: options.config.max_frame_bytes,
     };
     let mut accept_tasks = Vec::new();
     for mut listener in listeners {
@@ -355,6 +273,8 @@ async fn run<S: MailboxStore>(
     let mut next_id: ConnId = 1;
     let mut prune = clock.sleep_until(clock.now() + options.prune_interval);
     let mut batch = Batch::default();
+    // The shared inbound budgets of source addresses (see `SOURCE_BYTES_PER_SEC`).
+    let mut sources: HashMap<IpAddr, Arc<std::sync::Mutex<Inbound>>> = HashMap::new();
     loop {
         // Biased, so the same inputs give the same order (the simulator relies on it): the stop
         // first, then the prune timer (a busy relay cannot starve it), then connection events.
@@ -367,6 +287,12 @@ async fn run<S: MailboxStore>(
                     tracing::info!(pruned, "pruned idle mailboxes");
                 }
                 prune = clock.sleep_until(clock.now() + options.prune_interval);
+                // Forget sources with no connection whose budget is whole again.
+                let now = clock.now();
+                sources.retain(|_, bucket| {
+                    Arc::strong_count(bucket) > 1
+                        || !bucket.lock().unwrap_or_else(|e| e.into_inner()).is_full(now)
+                });
             }
             event = events_rx.recv() => {
                 let Some(mut event) = event else { break };
@@ -388,6 +314,24 @@ async fn run<S: MailboxStore>(
                             ));
                             count_open(&metrics, kind, true);
                             conns.insert(id, outbox.clone());
+                            let source = options.config.limits.source_key(addr).map(|ip| {
+                                let bucket = sources.entry(ip).or_insert_with(|| {
+                                    Arc::new(std::sync::Mutex::new(Inbound::new(
+                                        options.source_bytes_per_sec,
+                                        options.config.max_frame_bytes.saturating_mul(4),
+                                        clock.now(),
+                                    )))
+                                });
+                                Arc::clone(bucket)
+                            });
+                            let inbound = Budget {
+                                own: Inbound::new(
+                                    options.inbound_bytes_per_sec,
+                                    options.config.max_frame_bytes,
+                                    clock.now(),
+                                ),
+                                source,
+                            };
                             tokio::spawn(serve_connection(
                                 id,
                                 conn,
@@ -395,6 +339,7 @@ async fn run<S: MailboxStore>(
                                 outbox,
                                 clock.clone(),
                                 options.send_timeout,
+                                inbound,
                             ));
                             tracing::debug!(conn = id, ?addr, "connection opened");
                             relay.connected(id, addr, clock.unix_time());
@@ -404,6 +349,9 @@ async fn run<S: MailboxStore>(
                             drop(permit);
                             Metrics::inc(&metrics.frames_received_total);
                             receipts.push(id);
+                        }
+                        ConnEvent::TooLarge(id, len) => {
+                            relay.received_too_large(id, len, clock.unix_time());
                         }
                         ConnEvent::Gone(id) => {
                             if let Some(outbox) = conns.remove(&id) {
@@ -517,6 +465,28 @@ impl Batch {
     }
 }
 
+/// Writes frames to a connection within `send_timeout`; `false` if that failed, timed out or
+/// the connection went over its outbox budget meanwhile.
+async fn write_frames(
+    id: ConnId,
+    conn: &mut Box<dyn Connection>,
+    frames: Vec<Arc<str>>,
+    outbox: &Outbox,
+    clock: &Arc<dyn Clock>,
+    send_timeout: Duration,
+) -> bool {
+    let deadline = clock.sleep_until(clock.now().saturating_add(send_timeout));
+    tokio::select! {
+        biased;
+        sent = conn.send_shared(frames) => sent.is_ok(),
+        () = outbox.overflowed() => false,
+        () = deadline => {
+            tracing::debug!(conn = id, "connection dropped: a write timed out");
+            false
+        }
+    }
+}
+
 async fn serve_connection(
     id: ConnId,
     mut conn: Box<dyn Connection>,
@@ -524,25 +494,24 @@ async fn serve_connection(
     outbox: Arc<Outbox>,
     clock: Arc<dyn Clock>,
     send_timeout: Duration,
+    mut inbound: Budget,
 ) {
+    // While the inbound budget is overdrawn: the sleep until it is not (no timer otherwise).
+    let mut pause: Option<crate::clock::Sleep> = None;
     loop {
+        if pause.is_none() {
+            pause = inbound.paused_until().map(|until| clock.sleep_until(until));
+        }
         // Biased for determinism; a pending write goes first.
         tokio::select! {
             biased;
             out = outbox.next() => match out {
                 Some((frames, receipt)) => {
                     if !frames.is_empty() {
-                        let deadline = clock.sleep_until(clock.now().saturating_add(send_timeout));
-                        let sent = tokio::select! {
-                            biased;
-                            sent = conn.send_shared(frames) => sent.is_ok(),
-                            () = outbox.overflowed() => false,
-                            () = deadline => {
-                                tracing::debug!(conn = id, "connection dropped: a write timed out");
-                                false
-                            }
-                        };
-                        if !sent {
+                        // Boxed, as the frame below: only while a write is under way.
+                        let write =
+                            write_frames(id, &mut conn, frames, &outbox, &clock, send_timeout);
+                        if !Box::pin(write).await {
                             break;
                         }
                     }
@@ -552,15 +521,30 @@ async fn serve_connection(
                 }
                 None => break,
             },
-            frame = conn.recv() => match frame {
+            () = async { if let Some(p) = pause.as_mut() { p.await } }, if pause.is_some() => {
+                pause = None;
+                inbound.refill(clock.now());
+            }
+            frame = conn.recv(), if pause.is_none() => match frame {
                 Ok(Some(text)) => {
+                    inbound.spend(text.len(), clock.now());
                     // Waits while the queue into the core is full: this connection's socket
                     // is not read meanwhile, so its client is slowed down, not the core.
-                    if !queue.frame(id, text).await {
+                    // Boxed: this future is large and only lives while a frame waits, so an
+                    // idle connection's task does not carry its room.
+                    if !Box::pin(queue.frame(id, text)).await {
                         break;
                     }
                 }
                 Ok(None) => break,
+                // Dropped by the transport; the connection goes on.
+                Err(TransportError::Oversized { size, .. }) => {
+                    inbound.spend(size, clock.now());
+                    let event = ConnEvent::TooLarge(id, size);
+                    if Box::pin(queue.events.send(event)).await.is_err() {
+                        break;
+                    }
+                }
                 Err(e) => {
                     tracing::debug!(conn = id, error = %e, "connection failed");
                     break;
@@ -572,7 +556,7 @@ async fn serve_connection(
     // budget is not read from: it is dropped at once; any other is closed with a deadline.
     if outbox.is_overflowed() {
         drop(conn);
-        let _ = queue.events.send(ConnEvent::Gone(id)).await;
+        let _ = Box::pin(queue.events.send(ConnEvent::Gone(id))).await;
         return;
     }
     outbox.close();
@@ -582,5 +566,40 @@ async fn serve_connection(
         _ = conn.close() => {}
         () = deadline => {}
     }
-    let _ = queue.events.send(ConnEvent::Gone(id)).await;
+    let _ = Box::pin(queue.events.send(ConnEvent::Gone(id))).await;
+}
+
+#[cfg(test)]
+mod size_probe {
+    use super::*;
+
+    /// Every connection's task is allocated at this size for as long as the connection
+    /// lives, so it is part of the memory per idle connection (`bench --idle`): the large
+    /// futures (queueing a frame, writing, the final close) are boxed while they run.
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        let (a, _b) = wormhole_transports::memory::MemoryConnection::pair();
+        let (tx, _rx) = mpsc::channel(1);
+        let queue = Queue {
+            events: tx,
+            bytes: Arc::new(Semaphore::new(10)),
+            max_frame: 10,
+            frame_limit: 10,
+        };
+        let clock: Arc<dyn Clock> = Arc::new(TokioClock::new());
+        let task = serve_connection(
+            1,
+            Box::new(a),
+            queue,
+            Arc::new(Outbox::new(10, false, "test")),
+            clock,
+            Duration::from_secs(1),
+            Budget {
+                own: Inbound::new(1, 1, Duration::ZERO),
+                source: None,
+            },
+        );
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 576, "a connection's task takes {size} bytes");
+    }
 }

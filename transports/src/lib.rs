@@ -71,6 +71,16 @@ pub enum TransportError {
         /// The limit in force.
         limit: usize,
     },
+    /// Relay side: a frame larger than the protocol's limit (but within the transport's hard
+    /// limit) arrived and was dropped. Unlike every other error, the connection stays usable:
+    /// the relay answers with an `error` frame and goes on reading.
+    #[error("frame of {size} bytes dropped: over the limit of {limit} bytes")]
+    Oversized {
+        /// Size of the dropped frame.
+        size: usize,
+        /// The limit in force.
+        limit: usize,
+    },
     /// The peer sent something that is not a text frame of this protocol.
     #[error("protocol violation: {0}")]
     Protocol(String),

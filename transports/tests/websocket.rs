@@ -375,7 +375,7 @@ async fn closed_port_is_unreachable_naming_the_url() {
 }
 
 #[tokio::test]
-async fn large_frame_under_the_hard_cap_reaches_the_relay() {
+async fn large_frame_under_the_hard_cap_is_dropped_and_reported_to_the_relay() {
     within(async {
         let opts = WebSocketOptions::relay();
         assert_eq!(opts.max_frame_bytes, 1 << 20);
@@ -390,8 +390,13 @@ async fn large_frame_under_the_hard_cap_reaches_the_relay() {
             c.send(big).await.expect("send big");
             c
         });
-        let got = s.recv().await.expect("recv big").expect("a frame");
-        assert_eq!(got.len(), 2 << 20);
+        // Dropped before it is copied, and reported with its size.
+        match s.recv().await {
+            Err(TransportError::Oversized { size, limit }) => {
+                assert_eq!((size, limit), (2 << 20, 1 << 20));
+            }
+            other => panic!("expected Oversized, got {other:?}"),
+        }
         // The connection stays usable for the relay's error answer.
         let mut c = sender.await.expect("sender");
         s.send("{\"type\": \"error\"}".into()).await.expect("send");

@@ -200,13 +200,9 @@ pub async fn run(
     } else {
         vec![flood]
     };
-    let base = run_exchanges(args, duration).await?;
     if !args.json {
         println!(
-            "baseline (no flood): {} exchanges, {} failed, p99 {:.2} ms ({} pairs, {})",
-            base.done,
-            base.failed,
-            base.p99_ms,
+            "normal exchanges: {} pairs, {}; each flood is compared with a run without it just before",
             args.pairs,
             args.rate
                 .map_or("closed loop".to_string(), |r| format!("{r} offered/s")),
@@ -215,6 +211,8 @@ pub async fn run(
     let mut nonce = 0u64;
     for kind in kinds {
         nonce += 1;
+        // The baseline right before each flood: the machine's other load changes over time.
+        let base = run_exchanges(args, duration).await?;
         let ctx = Ctx {
             url: args.url.clone(),
             relay: SocketAddr::new(host, parsed.port),
@@ -227,7 +225,8 @@ pub async fn run(
             },
             seen: Arc::default(),
         };
-        let report = one(args, pid, kind, ctx, duration, &base).await;
+        let mut report = one(args, pid, kind, ctx, duration, &base).await;
+        report.base_failed = base.failed;
         report.print(args.json);
         // Let the relay drop what the flood left before the next one.
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -241,6 +240,7 @@ struct Report {
     peak_kib: Option<u64>,
     normal: Stats,
     base_p99_ms: f64,
+    base_failed: u64,
     alive: bool,
     seen: Seen,
 }
@@ -268,6 +268,7 @@ impl Report {
                 "normal_first_error": self.normal.first_error,
                 "normal_p99_ms": self.normal.p99_ms,
                 "baseline_p99_ms": self.base_p99_ms,
+                "baseline_failed": self.base_failed,
                 "p99_ratio": ratio,
                 "relay_alive": self.alive,
                 "flood_connections": self.seen.connections,
@@ -326,7 +327,18 @@ async fn one(
         }
         peak
     });
-    let flood = tokio::spawn(flood(kind, ctx.clone()));
+    // The flood runs on a thread and runtime of its own, so that its work does not delay the
+    // normal exchanges' tasks here (the relay still shares the machine with both).
+    let flood_ctx = ctx.clone();
+    let flood = tokio::task::spawn_blocking(move || {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(flood(kind, flood_ctx)),
+            Err(e) => eprintln!("cannot start the flood's runtime: {e}"),
+        }
+    });
     let normal = match run_exchanges(args, duration).await {
         Ok(stats) => stats,
         Err(e) => Stats {
@@ -339,12 +351,12 @@ async fn one(
         },
     };
     // The flood stops at its deadline; whatever it still holds is dropped here.
-    let abort = flood.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(10), flood)
+    // Every step of a flood has a deadline, so it ends soon after its own.
+    if tokio::time::timeout(Duration::from_secs(30), flood)
         .await
         .is_err()
     {
-        abort.abort();
+        eprintln!("the flood did not stop in time");
     }
     let sampled = sampler.await.unwrap_or(0);
     let hwm = proc_status_kib(pid, "VmHWM:").unwrap_or(0);
@@ -357,6 +369,7 @@ async fn one(
         peak_kib,
         normal,
         base_p99_ms: base.p99_ms,
+        base_failed: 0,
         alive,
         seen,
     }
@@ -443,8 +456,22 @@ async fn listeners(ctx: Ctx) {
 }
 
 async fn mailboxes(ctx: Ctx) {
-    let mut n = 0u64;
-    while ctx.running() && n < 2000 {
+    // 20 workers at once, as an attacker would.
+    let mut tasks = Vec::new();
+    for worker in 0..20u64 {
+        let ctx = ctx.clone();
+        tasks.push(tokio::spawn(
+            async move { mailboxes_worker(ctx, worker).await },
+        ));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+async fn mailboxes_worker(ctx: Ctx, worker: u64) {
+    let mut n = worker * 1000;
+    while ctx.running() && n < worker * 1000 + 100 {
         n += 1;
         let Some(mut c) = ctx.bound(&format!("m{n}")).await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -549,7 +576,7 @@ async fn oversized(ctx: Ctx) {
 
 async fn slowdrip(ctx: Ctx) {
     let mut tasks = Vec::new();
-    for i in 0..200 {
+    for i in 0..200u32 {
         if !ctx.running() {
             break;
         }
@@ -564,7 +591,7 @@ async fn slowdrip(ctx: Ctx) {
                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
                 ctx.relay
             );
-            let result = if i % 2 == 0 {
+            let result = if i.is_multiple_of(2) {
                 // The request head, a byte every 100 ms.
                 drip(&ctx, &mut tcp, head.as_bytes(), 1).await
             } else {

@@ -118,6 +118,14 @@ struct ServeArgs {
     /// past it connections wait (and stop reading their sockets).
     #[arg(long, default_value_t = wormhole::relay::server::QUEUE_BYTES)]
     queue_bytes: usize,
+    /// Bytes per second one connection may send after a burst of --max-frame-bytes;
+    /// past it the relay stops reading that connection for a while.
+    #[arg(long, default_value_t = wormhole::relay::server::INBOUND_BYTES_PER_SEC)]
+    inbound_bytes_per_sec: usize,
+    /// Bytes per second all connections of one source address may send together, after a
+    /// burst of four times --max-frame-bytes (sources spared by per-source limits excepted).
+    #[arg(long, default_value_t = wormhole::relay::server::SOURCE_BYTES_PER_SEC)]
+    source_bytes_per_sec: usize,
     #[command(flatten)]
     limits: LimitArgs,
     /// Worker threads. The relay core is one task, so one thread (the default) avoids
@@ -355,10 +363,10 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             let acceptor = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr} for --metrics: {e}"))?;
-            println!(
-                "wormhole-relay metrics on http://{}/metrics",
+            say(&format!(
+                "wormhole-relay metrics on http://{}/metrics\n",
                 acceptor.local_addr()?
-            );
+            ));
             Some(tokio::spawn(serve_metrics(acceptor, metrics.clone())))
         }
         _ => None,
@@ -380,6 +388,8 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         outbox_budget: args.outbox_budget_bytes.max(args.max_frame_bytes),
         queue_bytes: args.queue_bytes.max(args.max_frame_bytes),
         metrics,
+        inbound_bytes_per_sec: args.inbound_bytes_per_sec,
+        source_bytes_per_sec: args.source_bytes_per_sec,
     };
     let listeners: Vec<Box<dyn Listener>> = vec![Box::new(listener), Box::new(sessions)];
     let clock = Arc::new(TokioClock::new());
@@ -397,8 +407,11 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => spawn(listeners, MemoryStore::default(), options, clock),
     };
     // Tests and scripts read this line to learn the port when listening on port 0.
-    println!("wormhole-relay listening on {url}");
-    println!("wormhole-relay HTTP polling on {http_url}");
+    // One write, and no panic if nobody reads stdout any more (`println!` panics on a closed
+    // pipe, which would take the relay down).
+    say(&format!(
+        "wormhole-relay listening on {url}\nwormhole-relay HTTP polling on {http_url}\n"
+    ));
     tracing::info!(%url, %http_url, "relay started");
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -430,4 +443,12 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Writes `text` to stdout and flushes it, ignoring a closed stdout.
+fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
 }

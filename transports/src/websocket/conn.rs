@@ -33,6 +33,8 @@ pub struct WebSocketConnection {
     peer: PeerInfo,
     keepalive_interval: Duration,
     dead_after: Duration,
+    /// The protocol's frame limit (relay side: larger frames are dropped at once).
+    max_frame_bytes: usize,
     /// When anything (data, PING, PONG) last arrived.
     last_rx: Instant,
     /// When a PING went out, if one did since `last_rx`.
@@ -64,6 +66,7 @@ impl WebSocketConnection {
             peer,
             keepalive_interval: options.keepalive_interval,
             dead_after: options.dead_after,
+            max_frame_bytes: options.max_frame_bytes,
             last_rx: Instant::now(),
             ping_sent_at: None,
             finished: false,
@@ -130,6 +133,18 @@ impl WebSocketConnection {
                 self.last_rx.elapsed()
             ),
         ))
+    }
+
+    /// Relay side: a frame over the protocol limit is dropped here, before it is copied, and
+    /// reported as [`TransportError::Oversized`]; the connection stays usable.
+    fn check_size(&self, size: usize) -> Result<(), TransportError> {
+        if self.role == Role::Server && size > self.max_frame_bytes {
+            return Err(TransportError::Oversized {
+                size,
+                limit: self.max_frame_bytes,
+            });
+        }
+        Ok(())
     }
 
     fn text_of_binary(&self, data: Bytes) -> Result<String, TransportError> {
@@ -228,8 +243,12 @@ impl Connection for WebSocketConnection {
                     self.last_rx = Instant::now();
                     self.ping_sent_at = None;
                     match item {
-                        Some(Ok(Message::Text(text))) => return Ok(Some(text.as_str().to_owned())),
+                        Some(Ok(Message::Text(text))) => {
+                            self.check_size(text.len())?;
+                            return Ok(Some(text.as_str().to_owned()));
+                        }
                         Some(Ok(Message::Binary(data))) => {
+                            self.check_size(data.len())?;
                             let result = self.text_of_binary(data);
                             if result.is_err() {
                                 self.finished = true;

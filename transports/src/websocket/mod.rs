@@ -25,8 +25,9 @@
 //! frames up to [`WebSocketOptions::hard_frame_limit`] (4× that) through, so that the relay
 //! core can answer an oversized frame with an `error` message and keep the connection
 //! usable; only frames above the hard limit fail the connection with
-//! [`TransportError::TooLarge`]. The relay core, not this
-//! module, must compare each frame against `max_frame_bytes`.
+//! [`TransportError::TooLarge`]. On the relay side, a frame above `max_frame_bytes` is
+//! dropped as soon as it is read (not copied) and `recv` returns
+//! [`TransportError::Oversized`], after which the connection stays usable.
 //!
 //! # Memory
 //! An idle relay-side connection holds the socket, one read buffer of
