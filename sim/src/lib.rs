@@ -18,6 +18,7 @@ pub mod params;
 pub mod record;
 pub mod runner;
 pub mod store;
+mod timeline;
 pub mod trace;
 pub mod world;
 
