@@ -505,3 +505,71 @@ async fn https_with_a_private_ca_end_to_end() {
     within("b closes", 20, b.close()).await.unwrap();
     assert!(relay.metric("wormhole_relay_connections_total{transport=\"http\"}") >= 1);
 }
+
+/// Replaces what changes from run to run (times, the session id, the client's port) so the
+/// answers can be compared with a committed snapshot.
+fn normalized(mut v: Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                for (k, val) in map.iter_mut() {
+                    match k.as_str() {
+                        "server_tx" => *val = json!("<time>"),
+                        "session" => *val = json!("<session id>"),
+                        "port" => *val = json!("<port>"),
+                        _ => walk(val),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v
+}
+
+/// The API's answers, as a client sees them: a committed snapshot of the wire format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_match_the_snapshot() {
+    let relay = TestRelay::start().await;
+    let (id, opened) = open_session(relay.addr).await;
+    let send = format!("/v1/http/session/{id}/send");
+    let mut answers = vec![("POST /v1/http/session", normalized(opened))];
+    let body = json!({"seq": 1, "after": 1, "frames": [
+        {"type": "bind", "appid": APPID, "side": "aaaa", "id": "b1"},
+        {"type": "allocate", "id": "b2"},
+    ]})
+    .to_string();
+    let (_, _, a) = raw(relay.addr, "POST", &send, &body).await;
+    answers.push(("POST …/send seq 1", normalized(json_of(&a))));
+    let (_, _, a) = raw(
+        relay.addr,
+        "GET",
+        &format!("/v1/http/session/{id}/events?after=4&wait=0.1"),
+        "",
+    )
+    .await;
+    answers.push(("GET …/events after 4, nothing new", normalized(json_of(&a))));
+    let body =
+        json!({"seq": 2, "after": 4, "frames": [{"type": "claim", "nameplate": "x1"}]}).to_string();
+    let (_, _, a) = raw(relay.addr, "POST", &send, &body).await;
+    answers.push(("POST …/send seq 2, an error frame", normalized(json_of(&a))));
+    let (_, _, a) = raw(relay.addr, "POST", &send, r#"{"seq": 9, "frames": []}"#).await;
+    answers.push(("POST …/send seq 9", json_of(&a)));
+    let (_, _, a) = raw(relay.addr, "DELETE", &format!("/v1/http/session/{id}"), "").await;
+    answers.push(("DELETE /v1/http/session/ID", json_of(&a)));
+    let (_, _, a) = raw(
+        relay.addr,
+        "GET",
+        &format!("/v1/http/session/{id}/events"),
+        "",
+    )
+    .await;
+    answers.push(("GET …/events of a closed session", json_of(&a)));
+    let answers: serde_json::Map<String, Value> = answers
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    insta::assert_json_snapshot!("http_api_answers", answers);
+}

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::config::DbConfig;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, TransactionBehavior};
 use serde_json::Value;
 
 use super::store::{
@@ -90,6 +90,10 @@ impl SqliteStore {
     fn setup(conn: Connection, sync: Synchronous) -> Result<SqliteStore, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(db_err("setting the busy timeout"))?;
+        // Small pages: rows are small, and every page a commit dirties is written to the WAL
+        // whole. Takes effect only when the database is created.
+        conn.execute_batch("PRAGMA page_size = 1024")
+            .map_err(db_err("setting the page size"))?;
         // `journal_mode` answers with the mode in force (`memory` for an in-memory database).
         let _mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
@@ -98,8 +102,13 @@ impl SqliteStore {
             Synchronous::Normal => "NORMAL",
             Synchronous::Full => "FULL",
         };
-        conn.execute_batch(&format!("PRAGMA synchronous = {sync}"))
-            .map_err(db_err("setting synchronous"))?;
+        // Checkpoint (copy the WAL back into the database, with an fsync) every 8 MiB of WAL
+        // rather than every 1000 pages: the same hot pages are rewritten by every exchange, and
+        // a checkpoint copies each page once however often it was rewritten.
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 8192; PRAGMA temp_store = MEMORY;"
+        ))
+        .map_err(db_err("setting synchronous"))?;
         conn.set_prepared_statement_cache_capacity(64);
         // The query planner stability guarantee: a cached statement keeps its plan whatever
         // is bound to it. Without it, this build of SQLite (STAT4) re-prepares a statement
@@ -270,32 +279,35 @@ impl MailboxTables for Tables<'_> {
 
     fn nameplate(&self, appid: &str, name: &str) -> Result<Option<NameplateRecord>, StoreError> {
         const WHAT: &str = "reading a nameplate";
-        let mailbox_id: Option<String> = self
-            .conn
-            .prepare_cached("SELECT mailbox_id FROM nameplates WHERE app_id = ?1 AND name = ?2")
-            .and_then(|mut stmt| stmt.query_row([appid, name], |row| row.get(0)).optional())
-            .map_err(db_err(WHAT))?;
-        let Some(mailbox_id) = mailbox_id else {
-            return Ok(None);
-        };
+        // One statement: the nameplate's row joined with its sides (one row with NULL sides
+        // if it has none, no row if it does not exist).
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT side, claimed, added FROM nameplate_sides \
-                 WHERE app_id = ?1 AND name = ?2 ORDER BY rowid",
+                "SELECT n.mailbox_id, s.side, s.claimed, s.added FROM nameplates n \
+                 LEFT JOIN nameplate_sides s ON s.app_id = n.app_id AND s.name = n.name \
+                 WHERE n.app_id = ?1 AND n.name = ?2 ORDER BY s.side",
             )
             .map_err(db_err(WHAT))?;
-        let sides = stmt
-            .query_map([appid, name], |row| {
-                Ok(NameplateSide {
-                    side: row.get(0)?,
-                    claimed: row.get(1)?,
-                    added: row.get(2)?,
-                })
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(db_err(WHAT))?;
-        Ok(Some(NameplateRecord { mailbox_id, sides }))
+        let mut rows = stmt.query([appid, name]).map_err(db_err(WHAT))?;
+        let mut record: Option<NameplateRecord> = None;
+        while let Some(row) = rows.next().map_err(db_err(WHAT))? {
+            let record = match &mut record {
+                Some(record) => record,
+                None => record.insert(NameplateRecord {
+                    mailbox_id: row.get(0).map_err(db_err(WHAT))?,
+                    sides: Vec::new(),
+                }),
+            };
+            if let Some(side) = row.get::<_, Option<String>>(1).map_err(db_err(WHAT))? {
+                record.sides.push(NameplateSide {
+                    side,
+                    claimed: row.get(2).map_err(db_err(WHAT))?,
+                    added: row.get(3).map_err(db_err(WHAT))?,
+                });
+            }
+        }
+        Ok(record)
     }
 
     fn has_nameplate(&self, appid: &str, name: &str) -> Result<bool, StoreError> {
@@ -405,42 +417,36 @@ impl MailboxTables for Tables<'_> {
 
     fn mailbox(&self, appid: &str, id: &str) -> Result<Option<MailboxRecord>, StoreError> {
         const WHAT: &str = "reading a mailbox";
-        let row: Option<(bool, f64)> = self
-            .conn
-            .prepare_cached(
-                "SELECT for_nameplate, updated FROM mailboxes WHERE app_id = ?1 AND id = ?2",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_row([appid, id], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .optional()
-            })
-            .map_err(db_err(WHAT))?;
-        let Some((for_nameplate, updated)) = row else {
-            return Ok(None);
-        };
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT side, opened, mood, added FROM mailbox_sides \
-                 WHERE app_id = ?1 AND mailbox_id = ?2 ORDER BY rowid",
+                "SELECT m.for_nameplate, m.updated, s.side, s.opened, s.mood, s.added \
+                 FROM mailboxes m LEFT JOIN mailbox_sides s \
+                 ON s.app_id = m.app_id AND s.mailbox_id = m.id \
+                 WHERE m.app_id = ?1 AND m.id = ?2 ORDER BY s.side",
             )
             .map_err(db_err(WHAT))?;
-        let sides = stmt
-            .query_map([appid, id], |row| {
-                Ok(MailboxSide {
-                    side: row.get(0)?,
-                    opened: row.get(1)?,
-                    mood: row.get(2)?,
-                    added: row.get(3)?,
-                })
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(db_err(WHAT))?;
-        Ok(Some(MailboxRecord {
-            for_nameplate,
-            updated,
-            sides,
-        }))
+        let mut rows = stmt.query([appid, id]).map_err(db_err(WHAT))?;
+        let mut record: Option<MailboxRecord> = None;
+        while let Some(row) = rows.next().map_err(db_err(WHAT))? {
+            let record = match &mut record {
+                Some(record) => record,
+                None => record.insert(MailboxRecord {
+                    for_nameplate: row.get(0).map_err(db_err(WHAT))?,
+                    updated: row.get(1).map_err(db_err(WHAT))?,
+                    sides: Vec::new(),
+                }),
+            };
+            if let Some(side) = row.get::<_, Option<String>>(2).map_err(db_err(WHAT))? {
+                record.sides.push(MailboxSide {
+                    side,
+                    opened: row.get(3).map_err(db_err(WHAT))?,
+                    mood: row.get(4).map_err(db_err(WHAT))?,
+                    added: row.get(5).map_err(db_err(WHAT))?,
+                });
+            }
+        }
+        Ok(record)
     }
 
     fn has_mailbox(&self, appid: &str, id: &str) -> Result<bool, StoreError> {

@@ -1,19 +1,20 @@
+-- Tables keyed by their natural keys are WITHOUT ROWID: one b-tree each, so a command
+-- dirties (and the WAL writes) fewer pages. Sides come back ordered by `side`.
 CREATE TABLE nameplates (
   app_id     TEXT NOT NULL,
   name       TEXT NOT NULL,
   mailbox_id TEXT NOT NULL,
   PRIMARY KEY (app_id, name)
-);
+) WITHOUT ROWID;
 CREATE INDEX nameplates_by_mailbox ON nameplates (app_id, mailbox_id);
--- Sides in claim order: rowid (an upsert keeps a row's rowid).
 CREATE TABLE nameplate_sides (
   app_id  TEXT NOT NULL,
   name    TEXT NOT NULL,
   side    TEXT NOT NULL,
   claimed INTEGER NOT NULL,
   added   REAL NOT NULL,
-  UNIQUE (app_id, name, side)
-);
+  PRIMARY KEY (app_id, name, side)
+) WITHOUT ROWID;
 CREATE INDEX nameplate_sides_by_side ON nameplate_sides (app_id, side);
 CREATE TABLE mailboxes (
   app_id        TEXT NOT NULL,
@@ -21,8 +22,7 @@ CREATE TABLE mailboxes (
   for_nameplate INTEGER NOT NULL,
   updated       REAL NOT NULL,
   PRIMARY KEY (app_id, id)
-);
--- Sides in open order: rowid.
+) WITHOUT ROWID;
 CREATE TABLE mailbox_sides (
   app_id     TEXT NOT NULL,
   mailbox_id TEXT NOT NULL,
@@ -30,8 +30,8 @@ CREATE TABLE mailbox_sides (
   opened     INTEGER NOT NULL,
   mood       TEXT,
   added      REAL NOT NULL,
-  UNIQUE (app_id, mailbox_id, side)
-);
+  PRIMARY KEY (app_id, mailbox_id, side)
+) WITHOUT ROWID;
 -- Replays follow seq, the insertion order; msg_id is the add's `id` as JSON text.
 CREATE TABLE messages (
   seq        INTEGER PRIMARY KEY,

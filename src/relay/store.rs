@@ -28,6 +28,11 @@
 //! and is, free of side effects outside the tables).
 //!
 //! Replays are ordered by insertion ([`MailboxTables::messages`]), never by wall-clock time.
+//!
+//! What stays per process: which connection listens to which mailbox. A relay process echoes
+//! an `add` to its own listeners after the commit; several processes sharing one store would
+//! also need to tell each other (e.g. a publish per mailbox), which is not built yet. A client
+//! of another process still gets every message on its next `open` (the replay).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -70,7 +75,7 @@ pub struct NameplateSide {
 pub struct NameplateRecord {
     /// The mailbox the nameplate points at.
     pub mailbox_id: String,
-    /// Every side that claimed it, in claim order.
+    /// Every side that claimed it (in no particular order: a backend may sort them).
     pub sides: Vec<NameplateSide>,
 }
 
@@ -94,7 +99,7 @@ pub struct MailboxRecord {
     pub for_nameplate: bool,
     /// Last activity (open, add, or prune-time touch), seconds since the epoch.
     pub updated: f64,
-    /// Every side that opened it, in open order.
+    /// Every side that opened it (in no particular order: a backend may sort them).
     pub sides: Vec<MailboxSide>,
 }
 
@@ -140,8 +145,7 @@ pub trait MailboxTables {
         name: &str,
         mailbox_id: &str,
     ) -> Result<(), StoreError>;
-    /// Inserts a side row of a nameplate, or replaces the row with the same `side` (keeping
-    /// its place in the order).
+    /// Inserts a side row of a nameplate, or replaces the row with the same `side`.
     fn put_nameplate_side(
         &mut self,
         appid: &str,
@@ -177,8 +181,7 @@ pub trait MailboxTables {
         for_nameplate: bool,
         updated: f64,
     ) -> Result<(), StoreError>;
-    /// Inserts a side row of a mailbox, or replaces the row with the same `side` (keeping its
-    /// place in the order).
+    /// Inserts a side row of a mailbox, or replaces the row with the same `side`.
     fn put_mailbox_side(
         &mut self,
         appid: &str,

@@ -48,14 +48,20 @@ fn dump<S: MailboxStore>(store: &mut S) -> Value {
             names.sort();
             let mut nameplates = Map::new();
             for name in names {
-                let record = t.nameplate(&appid, &name)?;
+                let mut record = t.nameplate(&appid, &name)?;
+                if let Some(r) = &mut record {
+                    r.sides.sort_by(|a, b| a.side.cmp(&b.side));
+                }
                 nameplates.insert(name, serde_json::to_value(record).unwrap_or_default());
             }
             let mut ids = t.mailbox_ids(&appid)?;
             ids.sort();
             let mut mailboxes = Map::new();
             for id in ids {
-                let record = t.mailbox(&appid, &id)?;
+                let mut record = t.mailbox(&appid, &id)?;
+                if let Some(r) = &mut record {
+                    r.sides.sort_by(|a, b| a.side.cmp(&b.side));
+                }
                 let messages = t.messages(&appid, &id)?;
                 mailboxes.insert(id, json!({"record": record, "messages": messages}));
             }
@@ -95,7 +101,7 @@ fn tables_behave<S: MailboxStore>(mut store: S) {
         assert_eq!(t.app_ids()?, Vec::<String>::new());
         Ok(())
     });
-    // Rows, order of sides (an update keeps a side's place), order of messages by insertion.
+    // Rows, one per side (an update replaces it), order of messages by insertion.
     tx(&mut store, |t| {
         t.insert_mailbox("a", "m", true, 1.0)?;
         t.insert_nameplate("a", "7", "m")?;
@@ -134,10 +140,12 @@ fn tables_behave<S: MailboxStore>(mut store: S) {
         let mailbox = t.mailbox("a", "m")?.expect("mailbox");
         assert!(mailbox.for_nameplate);
         assert_eq!(mailbox.updated, 6.5);
-        let names: Vec<_> = mailbox.sides.iter().map(|s| s.side.as_str()).collect();
-        assert_eq!(names, ["zed", "alpha", "mid"]);
-        assert_eq!(mailbox.sides[0].mood.as_deref(), Some("happy"));
-        assert!(!mailbox.sides[0].opened);
+        let mut sides = mailbox.sides.clone();
+        sides.sort_by(|a, b| a.side.cmp(&b.side));
+        let names: Vec<_> = sides.iter().map(|s| s.side.as_str()).collect();
+        assert_eq!(names, ["alpha", "mid", "zed"], "one row per side");
+        assert_eq!(sides[2].mood.as_deref(), Some("happy"));
+        assert!(!sides[2].opened);
         let phases: Vec<_> = t
             .messages("a", "m")?
             .into_iter()
@@ -450,6 +458,38 @@ mod sqlite {
         let mut memory_store = memory.store().clone();
         assert_eq!(dump(&mut reopened), dump(&mut memory_store));
         assert_ne!(dump(&mut reopened), json!({}), "the run left state behind");
+        let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
+    }
+
+    #[test]
+    fn pruning_deletes_expired_rows_from_the_file() {
+        let path = temp_db("prune");
+        let mut relay = Relay::new(
+            RelayConfig::default(),
+            SqliteStore::open(&path).expect("database"),
+            [9; 32],
+        );
+        let t0 = 1.0e9;
+        relay.connected(1, None, t0);
+        for frame in [
+            r#"{"type":"bind","appid":"a","side":"s1"}"#,
+            r#"{"type":"claim","nameplate":"7"}"#,
+            r#"{"type":"open","mailbox":"idle-mailbox"}"#,
+            r#"{"type":"add","phase":"pake","body":"ab"}"#,
+        ] {
+            relay.received(1, frame, t0);
+        }
+        relay.disconnected(1);
+        assert_eq!(relay.prune(t0 + 60.0), 0, "not expired yet");
+        drop(relay);
+        let mut store = SqliteStore::open(&path).expect("reopen");
+        assert_ne!(dump(&mut store), json!({}));
+        let mut relay = Relay::new(RelayConfig::default(), store, [9; 32]);
+        // Both mailboxes (the claimed nameplate's and the opened one) expire.
+        assert_eq!(relay.prune(t0 + 3600.0), 2);
+        drop(relay);
+        let mut store = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(dump(&mut store), json!({}), "nothing left in the file");
         let _ = std::fs::remove_dir_all(path.parent().unwrap_or(&path));
     }
 

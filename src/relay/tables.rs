@@ -54,27 +54,35 @@ pub(super) fn prune_mailbox(
 
 /// Python's `_find_available_nameplate_id`: a uniformly random free id of the shortest
 /// length among 1–9, 10–99, 100–999; then 1000 random tries in [1000, 999999].
+///
+/// Per range, two random probes first (one lookup each, enough while the range is mostly
+/// free); if both are taken, the taken names are listed once (for this and the next ranges)
+/// and a free id is drawn exactly. Either way the choice is uniform over the free ids.
 pub(super) fn find_available_nameplate(
     tx: &dyn MailboxTables,
     rng: &mut ChaCha20Rng,
     appid: &str,
 ) -> Result<Option<String>, StoreError> {
+    let mut taken: Option<HashSet<u32>> = None;
     for (low, high) in [(1u32, 10u32), (10, 100), (100, 1000)] {
-        // Rejection sampling is uniform over the free ids and costs a few lookups while
-        // the range is mostly free; when it keeps hitting taken ids, count exactly.
-        for _ in 0..8 {
-            let candidate = rng.gen_range(low..high).to_string();
-            if !tx.has_nameplate(appid, &candidate)? {
-                return Ok(Some(candidate));
+        if taken.is_none() {
+            for _ in 0..2 {
+                let candidate = rng.gen_range(low..high).to_string();
+                if !tx.has_nameplate(appid, &candidate)? {
+                    return Ok(Some(candidate));
+                }
             }
         }
-        let taken: HashSet<u32> = tx
-            .nameplate_names(appid)?
-            .iter()
-            .filter_map(|name| name.parse::<u32>().ok().filter(|n| n.to_string() == *name))
-            .filter(|n| (low..high).contains(n))
-            .collect();
-        let free = (high - low) as usize - taken.len();
+        let taken = match &mut taken {
+            Some(taken) => taken,
+            None => taken.insert(
+                tx.nameplate_names(appid)?
+                    .iter()
+                    .filter_map(|name| name.parse::<u32>().ok().filter(|n| n.to_string() == *name))
+                    .collect(),
+            ),
+        };
+        let free = (low..high).filter(|n| !taken.contains(n)).count();
         if free > 0 {
             let pick = rng.gen_range(0..free);
             return Ok((low..high)

@@ -33,14 +33,24 @@ struct Running {
     _listener: WebSocketListener,
 }
 
-fn start(kind: Relay, tls: Option<wormhole_transports::websocket::ServerTls>) -> Running {
+fn start(kind: Relay) -> Running {
     let (polling, sessions) = HttpPolling::new(HttpServerOptions::new([1; 32]));
     let addr = "127.0.0.1:0".parse().unwrap();
-    let listener = match tls {
-        Some(tls) => WebSocketListener::bind_with(addr, WebSocketOptions::relay(), polling, tls),
-        None => WebSocketListener::bind_with_handler(addr, WebSocketOptions::relay(), polling),
-    }
-    .unwrap();
+    let listener =
+        WebSocketListener::bind_with_handler(addr, WebSocketOptions::relay(), polling).unwrap();
+    running(listener, sessions, kind)
+}
+
+#[cfg(feature = "tls")]
+fn start_tls(kind: Relay, tls: wormhole_transports::websocket::ServerTls) -> Running {
+    let (polling, sessions) = HttpPolling::new(HttpServerOptions::new([1; 32]));
+    let addr = "127.0.0.1:0".parse().unwrap();
+    let listener =
+        WebSocketListener::bind_with(addr, WebSocketOptions::relay(), polling, tls).unwrap();
+    running(listener, sessions, kind)
+}
+
+fn running(listener: WebSocketListener, sessions: SessionListener, kind: Relay) -> Running {
     let url = listener.url().replacen("ws", "http", 1);
     let (tx, closed) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(serve(sessions, kind, tx));
@@ -99,7 +109,7 @@ async fn recv(conn: &mut Box<dyn Connection>) -> String {
 // ----- the suite, for any backend -------------------------------------------------------------
 
 async fn frames_flow_both_ways_in_order(t: &dyn Transport) {
-    let relay = start(Relay::Echo, None);
+    let relay = start(Relay::Echo);
     let mut conn = timeout(DEADLINE, t.connect(&relay.url))
         .await
         .unwrap()
@@ -122,7 +132,7 @@ async fn frames_flow_both_ways_in_order(t: &dyn Transport) {
 }
 
 async fn a_long_poll_in_flight_does_not_hold_up_sends(t: &dyn Transport) {
-    let relay = start(Relay::EchoThenPush, None);
+    let relay = start(Relay::EchoThenPush);
     let mut conn = timeout(DEADLINE, t.connect(&relay.url))
         .await
         .unwrap()
@@ -150,7 +160,7 @@ async fn a_long_poll_in_flight_does_not_hold_up_sends(t: &dyn Transport) {
 }
 
 async fn closing_ends_the_session_on_the_relay(t: &dyn Transport) {
-    let mut relay = start(Relay::ReportClose, None);
+    let mut relay = start(Relay::ReportClose);
     let mut conn = timeout(DEADLINE, t.connect(&relay.url))
         .await
         .unwrap()
@@ -167,7 +177,7 @@ async fn closing_ends_the_session_on_the_relay(t: &dyn Transport) {
 }
 
 async fn a_session_the_relay_dropped_fails_the_connection(t: &dyn Transport) {
-    let relay = start(Relay::DropAfterHello, None);
+    let relay = start(Relay::DropAfterHello);
     let mut conn = timeout(DEADLINE, t.connect(&relay.url))
         .await
         .unwrap()
@@ -268,7 +278,7 @@ mod https {
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         )
         .unwrap();
-        let relay = start(Relay::Echo, Some(server));
+        let relay = start_tls(Relay::Echo, server);
         assert!(relay.url.starts_with("https://"), "{}", relay.url);
         let url = relay.url.replacen("127.0.0.1", "localhost", 1);
 

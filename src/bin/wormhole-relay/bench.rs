@@ -1,11 +1,17 @@
-//! `wormhole-relay bench`: a load generator at the mailbox level.
+//! `wormhole-relay bench`: a load generator at the mailbox level, over WebSocket (`ws://`)
+//! or HTTP polling (`http://`).
 //!
-//! Each exchange uses two fresh WebSocket connections, as two wormhole clients would: side A
+//! Each exchange uses two fresh connections (sessions, over HTTP), as two wormhole clients
+//! would: side A
 //! binds, allocates, claims and opens; side B binds, claims the same nameplate and opens; each
 //! adds one message and waits for the other's; then both release and close. Latency is the
 //! wall time of a whole exchange. With `--idle M` it instead holds M bound connections for the
 //! duration and reports how many still answer a `ping` at the end (and the relay's memory if
-//! `--relay-pid` is given).
+//! `--relay-pid` is given). `--latency N` measures message delivery: one side adds N messages,
+//! one at a time, and the other's receipt of each is timed (over HTTP, through its long poll).
+//! `--idle-client SECS` runs one real client (the library, with `--schedule`) that allocates a
+//! code and waits, and reports the HTTP requests the relay counted meanwhile (from its
+//! `/metrics`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use tokio::sync::oneshot;
+use wormhole::transports::http::{HttpClientOptions, HttpTransport};
 use wormhole::transports::websocket::{raise_nofile_limit, WebSocketOptions, WebSocketTransport};
-use wormhole::transports::{Connection, Transport};
+use wormhole::transports::{split_scheme, Connection, Delivery, Transport};
 use wormhole::wire::{ClientFrame, ClientMessage, ServerFrame, ServerMessage};
 
 /// How long one exchange may take before it counts as failed.
@@ -23,7 +30,8 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Options of `wormhole-relay bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Relay URL (`ws://HOST:PORT/v1`); any mailbox server works, the Python one included.
+    /// Relay URL: `ws://HOST:PORT/v1` (any mailbox server, the Python one included) or
+    /// `http://HOST:PORT/v1` (HTTP polling on our relay).
     #[arg(long)]
     pub url: String,
     /// Concurrent pairs, each running exchanges back to back.
@@ -40,6 +48,19 @@ pub struct BenchArgs {
     /// Hold this many idle bound connections instead of running exchanges.
     #[arg(long)]
     pub idle: Option<usize>,
+    /// With `--idle` over HTTP: each idle client keeps a long poll parked at the relay.
+    #[arg(long)]
+    pub long_poll: bool,
+    /// Time the delivery of this many messages, one at a time, from one side to the other.
+    #[arg(long)]
+    pub latency: Option<usize>,
+    /// Run one real client that allocates a code and waits this many seconds; report the
+    /// HTTP requests the relay counted meanwhile (needs its `/metrics` on the same port).
+    #[arg(long, value_name = "SECS")]
+    pub idle_client: Option<f64>,
+    /// The schedule of `--idle-client`: face-to-face or long-lived.
+    #[arg(long, default_value = "face-to-face")]
+    pub schedule: String,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -75,10 +96,26 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(flood) = args.flood {
         return crate::flood::run(&args, flood, duration).await;
     }
+    if let Some(secs) = args.idle_client {
+        return idle_client(&args, secs).await;
+    }
+    if let Some(n) = args.latency {
+        return latency(&args, n).await;
+    }
     match args.idle {
         Some(m) => idle(&args, m, duration).await,
         None => exchanges(&args, duration).await,
     }
+}
+
+/// The transport for the URL's scheme.
+fn transport_for(url: &str) -> Result<Arc<dyn Transport>, Box<dyn std::error::Error>> {
+    let (scheme, _) = split_scheme(url)?;
+    Ok(match scheme {
+        "ws" | "wss" => Arc::new(WebSocketTransport::new(WebSocketOptions::default())),
+        "http" | "https" => Arc::new(HttpTransport::default()),
+        other => return Err(format!("the bench speaks ws:// and http://, not {other}://").into()),
+    })
 }
 
 /// What a run of normal exchanges did.
@@ -139,7 +176,7 @@ pub async fn run_exchanges(
     args: &BenchArgs,
     duration: Duration,
 ) -> Result<Stats, Box<dyn std::error::Error>> {
-    let transport = Arc::new(WebSocketTransport::new(WebSocketOptions::default()));
+    let transport = transport_for(&args.url)?;
     let failed = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
     let start = Instant::now();
@@ -225,7 +262,7 @@ pub async fn run_exchanges(
 
 /// One exchange between two fresh connections.
 async fn exchange(
-    transport: &WebSocketTransport,
+    transport: &Arc<dyn Transport>,
     url: &str,
     appid: &str,
     (side_a, side_b): (String, String),
@@ -261,7 +298,7 @@ struct Mini {
 
 impl Mini {
     async fn connect(
-        transport: &WebSocketTransport,
+        transport: &Arc<dyn Transport>,
         url: &str,
         appid: &str,
         side: &str,
@@ -287,12 +324,42 @@ impl Mini {
         &mut self,
         want: impl Fn(&ServerMessage) -> bool,
     ) -> Result<ServerMessage, BenchError> {
+        // A pull connection fetches on request: one poll (a long poll) per wait.
+        let mut polled = self.conn.delivery() == Delivery::Push;
         loop {
-            let text = self.conn.recv().await?.ok_or("connection closed")?;
+            let text = if polled {
+                self.conn.recv().await?
+            } else {
+                // What the answers to sends brought first; else ask for more.
+                match tokio::time::timeout(Duration::ZERO, self.conn.recv()).await {
+                    Ok(got) => got?,
+                    Err(_) => {
+                        polled = true;
+                        self.conn.poll().await?;
+                        self.conn.recv().await?
+                    }
+                }
+            }
+            .ok_or("connection closed")?;
             let frame = ServerFrame::parse(&text)?;
             if let ServerMessage::Error { error, .. } = &frame.message {
                 return Err(format!("relay error: {error}").into());
             }
+            if want(&frame.message) {
+                return Ok(frame.message);
+            }
+        }
+    }
+
+    /// Reads frames until one satisfies `want`, without asking a pull connection to poll
+    /// (the caller did).
+    async fn expect_pushed(
+        &mut self,
+        want: impl Fn(&ServerMessage) -> bool,
+    ) -> Result<ServerMessage, BenchError> {
+        loop {
+            let text = self.conn.recv().await?.ok_or("connection closed")?;
+            let frame = ServerFrame::parse(&text)?;
             if want(&frame.message) {
                 return Ok(frame.message);
             }
@@ -343,7 +410,18 @@ async fn idle(
     count: usize,
     duration: Duration,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let transport = Arc::new(WebSocketTransport::new(WebSocketOptions::default()));
+    // Idle HTTP clients hold no connection between requests (as after the relay's keep-alive
+    // timeout), so what is measured is the session; a parked long poll (`--long-poll`) holds
+    // one connection.
+    let transport: Arc<dyn Transport> = if args.url.starts_with("http") {
+        Arc::new(HttpTransport::new(HttpClientOptions {
+            keep_alive: false,
+            ..HttpClientOptions::default()
+        }))
+    } else {
+        transport_for(&args.url)?
+    };
+    let long_poll = args.long_poll;
     let rss_before = args.relay_pid.and_then(rss_kib);
     // Connect in waves so the listen queue is not the thing being measured.
     let mut conns: Vec<Mini> = Vec::with_capacity(count);
@@ -361,6 +439,9 @@ async fn idle(
                 // Wait for the bind's ack so the relay really holds a bound connection.
                 m.expect(|msg| matches!(msg, ServerMessage::Ack { .. }))
                     .await?;
+                if long_poll {
+                    m.conn.poll().await?;
+                }
                 Ok::<Mini, BenchError>(m)
             }));
         }
@@ -382,6 +463,7 @@ async fn idle(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_connected = args.relay_pid.and_then(rss_kib);
     tokio::time::sleep(duration).await;
+    let rss_end = args.relay_pid.and_then(rss_kib);
     // Everyone pings; count the answers.
     let mut tasks = Vec::new();
     for (i, mut m) in conns.into_iter().enumerate() {
@@ -404,12 +486,14 @@ async fn idle(
             keep.push(m);
         }
     }
-    let per_conn = match (rss_before, rss_connected) {
+    let per = |after: Option<u64>| match (rss_before, after) {
         (Some(b), Some(a)) if connected > 0 => {
             Some((a.saturating_sub(b)) as f64 / connected as f64)
         }
         _ => None,
     };
+    let per_conn = per(rss_connected);
+    let per_conn_end = per(rss_end);
     if args.json {
         let out = serde_json::json!({
             "url": args.url,
@@ -421,6 +505,9 @@ async fn idle(
             "relay_rss_before_kib": rss_before,
             "relay_rss_connected_kib": rss_connected,
             "relay_kib_per_connection": per_conn,
+            "relay_rss_end_kib": rss_end,
+            "relay_kib_per_connection_end": per_conn_end,
+            "long_poll": long_poll,
         });
         println!("{out}");
     } else {
@@ -431,12 +518,144 @@ async fn idle(
         if let (Some(b), Some(a), Some(p)) = (rss_before, rss_connected, per_conn) {
             println!("relay RSS {b} KiB before, {a} KiB with the connections: {p:.2} KiB each");
         }
+        if let (Some(e), Some(p)) = (rss_end, per_conn_end) {
+            println!("relay RSS {e} KiB at the end of the hold: {p:.2} KiB each");
+        }
         if let Some(e) = first_error {
             println!("first failure: {e}");
         }
     }
     drop(keep);
     Ok(())
+}
+
+/// One pair in one mailbox; side A adds `n` messages one at a time, and the time until side B
+/// has each is measured.
+async fn latency(args: &BenchArgs, n: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let transport = transport_for(&args.url)?;
+    let run = async {
+        let mut a = Mini::connect(&transport, &args.url, &args.appid, "lat-a").await?;
+        a.send(ClientMessage::Allocate).await?;
+        let nameplate = match a
+            .expect(|m| matches!(m, ServerMessage::Allocated { .. }))
+            .await?
+        {
+            ServerMessage::Allocated { nameplate } => nameplate,
+            _ => return Err::<Vec<Duration>, BenchError>("no nameplate".into()),
+        };
+        let mut b = Mini::connect(&transport, &args.url, &args.appid, "lat-b").await?;
+        let mut mailbox = String::new();
+        for m in [&mut a, &mut b] {
+            m.send(ClientMessage::Claim {
+                nameplate: nameplate.clone(),
+            })
+            .await?;
+            if let ServerMessage::Claimed { mailbox: id } = m
+                .expect(|m| matches!(m, ServerMessage::Claimed { .. }))
+                .await?
+            {
+                mailbox = id;
+            }
+            m.send(ClientMessage::Open {
+                mailbox: mailbox.clone(),
+            })
+            .await?;
+        }
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n {
+            // Let B's poll settle at the relay (a long poll parked, over HTTP).
+            if b.conn.delivery() == Delivery::Pull {
+                b.conn.poll().await?;
+            }
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            let phase = format!("{i}");
+            let t0 = Instant::now();
+            a.send(ClientMessage::Add {
+                phase: phase.clone(),
+                body: "7b7d".into(),
+            })
+            .await?;
+            b.expect_pushed(|m| matches!(m, ServerMessage::Message { side, phase: p, .. } if side == "lat-a" && *p == phase))
+                .await?;
+            times.push(t0.elapsed());
+        }
+        Ok(times)
+    };
+    let mut times = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .map_err(|_| "the latency run timed out")?
+        .map_err(|e| e.to_string())?;
+    times.sort();
+    let pct = |p: f64| -> f64 {
+        let i = ((times.len() as f64 - 1.0) * p).round() as usize;
+        times
+            .get(i.min(times.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    if args.json {
+        let out = serde_json::json!({
+            "url": args.url, "messages": times.len(),
+            "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99),
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "{} messages delivered one at a time: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms",
+            times.len(),
+            pct(0.5),
+            pct(0.9),
+            pct(0.99)
+        );
+    }
+    Ok(())
+}
+
+/// One real client allocates a code and waits; the relay's `/metrics` tell how many HTTP
+/// requests it made meanwhile.
+async fn idle_client(args: &BenchArgs, secs: f64) -> Result<(), Box<dyn std::error::Error>> {
+    let preset: wormhole::SchedulePreset = args.schedule.parse()?;
+    let (_, rest) = split_scheme(&args.url)?;
+    let authority = rest.split('/').next().unwrap_or(rest).to_string();
+    let mut w = wormhole::Wormhole::new(&args.appid, &args.url).with_preset(preset);
+    w.allocate_code(2).await?;
+    // Let the opening requests pass, then count over the idle period only.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = scrape_requests(&authority).await?;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    let after = scrape_requests(&authority).await?;
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    // The scrape itself is one request.
+    let requests = after.saturating_sub(before).saturating_sub(1);
+    let per_minute = requests as f64 / minutes;
+    if args.json {
+        let out = serde_json::json!({
+            "url": args.url, "schedule": args.schedule, "seconds": secs,
+            "requests": requests, "requests_per_minute": per_minute,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "an idle client ({}) made {requests} HTTP requests in {secs:.0} s: {per_minute:.2} per minute",
+            args.schedule
+        );
+    }
+    let _ = w.close().await;
+    Ok(())
+}
+
+/// `wormhole_relay_http_requests_total` from `http://AUTHORITY/metrics`.
+async fn scrape_requests(authority: &str) -> Result<u64, Box<dyn std::error::Error>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(authority).await?;
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut text)).await??;
+    text.lines()
+        .find_map(|l| l.strip_prefix("wormhole_relay_http_requests_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "the relay's /metrics has no wormhole_relay_http_requests_total".into())
 }
 
 /// Resident memory of a process in KiB, from /proc (Linux only).

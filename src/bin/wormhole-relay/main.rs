@@ -358,19 +358,22 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let url = listener.url();
     let http_url = url.replacen("ws", "http", 1);
     let sessions = sessions.with_url(http_url.clone());
+    let mut metrics_line = String::new();
     let metrics_task = match args.metrics {
         MetricsAt::Addr(addr) => {
             let acceptor = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr} for --metrics: {e}"))?;
-            say(&format!(
+            metrics_line = format!(
                 "wormhole-relay metrics on http://{}/metrics\n",
                 acceptor.local_addr()?
-            ));
+            );
             Some(tokio::spawn(serve_metrics(acceptor, metrics.clone())))
         }
         _ => None,
     };
+    // Fields added to RelayConfig later keep their defaults.
+    #[allow(clippy::needless_update)]
     let config = RelayConfig {
         motd: args.motd,
         signal_error: args.signal_error,
@@ -407,10 +410,10 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => spawn(listeners, MemoryStore::default(), options, clock),
     };
     // Tests and scripts read this line to learn the port when listening on port 0.
-    // One write, and no panic if nobody reads stdout any more (`println!` panics on a closed
-    // pipe, which would take the relay down).
-    say(&format!(
-        "wormhole-relay listening on {url}\nwormhole-relay HTTP polling on {http_url}\n"
+    // One write, and no panic if nobody reads stdout any more (a script that read the first
+    // line and closed the pipe).
+    announce(&format!(
+        "wormhole-relay listening on {url}\nwormhole-relay HTTP polling on {http_url}\n{metrics_line}"
     ));
     tracing::info!(%url, %http_url, "relay started");
     shutdown_signal().await;
@@ -420,6 +423,14 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     relay.shutdown().await;
     Ok(())
+}
+
+/// Writes `text` to stdout in one write; a closed stdout is not an error worth dying for.
+fn announce(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -443,12 +454,4 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// Writes `text` to stdout and flushes it, ignoring a closed stdout.
-fn say(text: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
 }

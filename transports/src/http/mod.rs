@@ -20,13 +20,22 @@
 //! `send` carries a client-numbered `seq` (1, 2, 3, …): a retried `send` (the same `seq` again)
 //! is answered without being applied twice.
 //!
-//! * Client: [`HttpTransport`] implements [`Transport`](crate::Transport); its connections run
-//!   their poller in a task of their own, so a long poll is in flight while frames are sent.
+//! * Client: [`HttpTransport`] (hyper 1, streams from a [`Dialer`](crate::net::Dialer), TLS
+//!   for `https://`) implements [`Transport`](crate::Transport); its connections run their
+//!   poller in a task of their own, so a long poll is in flight while frames are sent. With
+//!   feature `surf`, `SurfTransport` does the same on surf (plain `http://`, its own sockets).
 //! * Relay: [`HttpPolling::new`] gives an [`HttpHandler`](crate::websocket::HttpHandler) for
 //!   the WebSocket listener's port and a [`Listener`](crate::Listener) that yields each new
-//!   session as a [`Connection`](crate::Connection).
+//!   session as a [`Connection`](crate::Connection). The handler serves hyper over whatever
+//!   stream the listener routed to it (TCP, TLS, a simulator's), never touching sockets itself.
+//!   A session [wants receipts](crate::Connection::wants_receipts): the relay runner tells it
+//!   when the frames of a `send` were handled, so the answer carries their replies.
+//!
+//! Frames are JSON text: each travels inside a JSON answer, so the relay side refuses to send
+//! a frame that is not JSON, and a client's frames must be JSON for its `send` to be accepted.
 
 mod client;
+mod hyper_client;
 mod server;
 mod session;
 #[cfg(feature = "surf")]

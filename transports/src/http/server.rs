@@ -95,6 +95,13 @@ impl HttpServerOptions {
     }
 }
 
+/// `d` from now, or a year from now if that is past what an `Instant` can hold.
+fn deadline_in(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
+}
+
 /// New sessions waiting for the relay runner.
 const SESSION_QUEUE: usize = 256;
 
@@ -235,6 +242,8 @@ impl HttpPolling {
                     return self.unknown_session();
                 };
                 session.close();
+                // Unknown from now on, even before the relay has seen the close.
+                self.registry.remove(id);
                 self.json(StatusCode::OK, "{\"closed\":true}\n".into())
             }
             ["session", id, "send"] => {
@@ -278,7 +287,7 @@ impl HttpPolling {
             );
         }
         // The relay's first frame (the welcome) normally follows at once.
-        let deadline = Instant::now() + self.options.request_timeout;
+        let deadline = deadline_in(self.options.request_timeout);
         let body = session.frames_after(0, Some(deadline), true).await;
         drop(guard);
         match body {
@@ -333,7 +342,7 @@ impl HttpPolling {
             Ok(target) => target,
             Err(refused) => return self.refused(refused),
         };
-        let deadline = Instant::now() + self.options.request_timeout;
+        let deadline = deadline_in(self.options.request_timeout);
         if !session.wait_handled(target, deadline).await {
             return self.error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -382,7 +391,7 @@ impl HttpPolling {
             }
         }
         let guard = session.begin_request();
-        let deadline = (!wait.is_zero()).then(|| Instant::now() + wait);
+        let deadline = (!wait.is_zero()).then(|| deadline_in(wait));
         let answer = session.frames_after(after, deadline, false).await;
         drop(guard);
         match answer {

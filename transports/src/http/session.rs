@@ -107,7 +107,8 @@ impl Registry {
         lock(&self.sessions).get(id).cloned()
     }
 
-    fn remove(&self, id: &str) {
+    /// Forgets a session (it stays usable to whoever holds it, until closed).
+    pub fn remove(&self, id: &str) {
         lock(&self.sessions).remove(id);
     }
 
@@ -265,11 +266,10 @@ impl Session {
                     return Err(Refused::CursorAhead { last });
                 }
                 st.acknowledge(after);
-                let ready = !st.out.is_empty() || deadline.is_none();
-                if ready || st.closed {
-                    if st.out.is_empty() && st.closed {
-                        return Err(Refused::Closed);
-                    }
+                if st.closed {
+                    return Err(Refused::Closed);
+                }
+                if !st.out.is_empty() || deadline.is_none() {
                     let first = (after + 1).max(st.out_first);
                     let cursor = first - 1 + st.out.len() as u64;
                     let id = with_id.then_some(self.id.as_str());
@@ -406,7 +406,13 @@ impl Connection for SessionConn {
                     self.registry.remove(&self.session.id);
                     return Ok(None);
                 }
-                (st.in_flight == 0).then(|| st.last_active + self.session.idle_timeout)
+                // `None` (no expiry) while a request is in progress, or for an idle time so
+                // long that its end is past what an `Instant` can hold.
+                if st.in_flight == 0 {
+                    st.last_active.checked_add(self.session.idle_timeout)
+                } else {
+                    None
+                }
             };
             match deadline {
                 Some(deadline) if deadline <= Instant::now() => {
