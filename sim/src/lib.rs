@@ -18,12 +18,13 @@ pub mod params;
 pub mod record;
 pub mod runner;
 pub mod store;
+mod timeline;
 pub mod trace;
 pub mod world;
 
 pub use check::check;
 pub use clock::SimClock;
-pub use params::{NetFault, Params, Scenario, Target};
+pub use params::{NetFault, Params, Scenario, Target, TransportKind};
 pub use world::{run, ClientFaults, RunData};
 
 /// The result of one seed of one scenario.

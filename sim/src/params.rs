@@ -9,11 +9,17 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wormhole::SchedulePreset;
 
+use crate::store::Backend;
+
 /// The scenarios, each run once per seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scenario {
     /// Both sides exchange messages over WebSocket; latency only.
     Happy,
+    /// The same over HTTP polling.
+    Http,
+    /// The same, one side on WebSocket and the other on HTTP polling.
+    Mixed,
     /// Heavy random latency and short outages (segments held, then delivered late).
     Latency,
     /// Partitions between clients and the relay in the middle of the exchange, then repair:
@@ -21,6 +27,8 @@ pub enum Scenario {
     Partition,
     /// The relay host crashes mid-exchange and restarts with its durable store.
     RelayCrash,
+    /// bob's host crashes mid-exchange, once or more, and resumes from its journal.
+    ClientCrash,
     /// The receiver arrives about ten minutes late; long-lived schedule.
     LatePeer,
     /// The receiver arrives days later while the sender is offline for most of that time;
@@ -32,34 +40,45 @@ pub enum Scenario {
     Crowded,
     /// Nobody comes: the hard timeout fires at its deadline.
     Timeout,
+    /// alice vanishes for good (her link is cut, she cannot close): the relay prunes the
+    /// exchange in virtual time.
+    Abandoned,
 }
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Happy,
+        Scenario::Http,
+        Scenario::Mixed,
         Scenario::Latency,
         Scenario::Partition,
         Scenario::RelayCrash,
+        Scenario::ClientCrash,
         Scenario::LatePeer,
         Scenario::LatePeerDays,
         Scenario::WrongCode,
         Scenario::Crowded,
         Scenario::Timeout,
+        Scenario::Abandoned,
     ];
 
     /// The scenario's name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Happy => "happy",
+            Scenario::Http => "http",
+            Scenario::Mixed => "mixed",
             Scenario::Latency => "latency",
             Scenario::Partition => "partition",
             Scenario::RelayCrash => "relay-crash",
+            Scenario::ClientCrash => "client-crash",
             Scenario::LatePeer => "late-peer",
             Scenario::LatePeerDays => "late-peer-days",
             Scenario::WrongCode => "wrong-code",
             Scenario::Crowded => "crowded",
             Scenario::Timeout => "timeout",
+            Scenario::Abandoned => "abandoned",
         }
     }
 }
@@ -84,6 +103,15 @@ impl FromStr for Scenario {
                 )
             })
     }
+}
+
+/// How a client reaches the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// `ws://`.
+    WebSocket,
+    /// `http://` (polling).
+    Http,
 }
 
 /// Which link a network fault cuts.
@@ -130,6 +158,13 @@ pub enum NetFault {
         /// How long.
         lasting: Duration,
     },
+    /// bob's host crashes and restarts (resuming from its journal).
+    CrashBob {
+        /// Crash, after bob first connected.
+        at: Duration,
+        /// Down for.
+        lasting: Duration,
+    },
     /// The relay host crashes and restarts with its store.
     CrashRelay {
         /// Crash, after the anchor.
@@ -158,6 +193,9 @@ impl fmt::Display for NetFault {
             }
             NetFault::CrashRelay { at, lasting } => {
                 write!(f, "crash relay at +{at:.3?} for {lasting:.3?}")
+            }
+            NetFault::CrashBob { at, lasting } => {
+                write!(f, "crash bob at +{at:.3?} for {lasting:.3?}")
             }
         }
     }
@@ -196,6 +234,13 @@ pub struct Params {
     pub mallory: Option<Duration>,
     /// The relay's mailbox expiry (seconds).
     pub expiry_secs: f64,
+    /// The relay's store.
+    pub backend: Backend,
+    /// Keep the simulation running until then, after the clients finished (for the relay's
+    /// pruning).
+    pub linger: Option<Duration>,
+    /// How alice and bob reach the relay.
+    pub transports: (TransportKind, TransportKind),
 }
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -243,9 +288,20 @@ impl Params {
             wrong_code: false,
             mallory: None,
             expiry_secs: 11.0 * 60.0,
+            backend: Backend::Memory,
+            linger: None,
+            transports: (TransportKind::WebSocket, TransportKind::WebSocket),
         };
         match scenario {
             Scenario::Happy => {}
+            Scenario::Http => p.transports = (TransportKind::Http, TransportKind::Http),
+            Scenario::Mixed => {
+                p.transports = if rng.gen_bool(0.5) {
+                    (TransportKind::Http, TransportKind::WebSocket)
+                } else {
+                    (TransportKind::WebSocket, TransportKind::Http)
+                };
+            }
             Scenario::Latency => {
                 let lo = rng.gen_range(0..=300);
                 p.latency = (MS(lo), MS(lo + rng.gen_range(0..=1_500)));
@@ -275,6 +331,7 @@ impl Params {
                     });
                     at += lasting;
                 }
+                p.transports = (kind(&mut rng), kind(&mut rng));
             }
             Scenario::RelayCrash => {
                 let n = rng.gen_range(if stormy { 1..=2 } else { 1..=1 });
@@ -285,6 +342,23 @@ impl Params {
                     p.faults.push(NetFault::CrashRelay { at, lasting });
                     at += lasting;
                 }
+                // Drawn last, so the draws above stay those of older versions of the harness.
+                p.transports = (kind(&mut rng), kind(&mut rng));
+                if rng.gen_bool(0.5) {
+                    p.backend = Backend::Sqlite;
+                }
+            }
+            Scenario::ClientCrash => {
+                p.messages.1 = rng.gen_range(2..=4);
+                let n = rng.gen_range(if stormy { 1..=3 } else { 1..=1 });
+                let mut at = Duration::ZERO;
+                for _ in 0..n {
+                    at += ms_between(&mut rng, 0, 4_000);
+                    let lasting = ms_between(&mut rng, 10, 20_000);
+                    p.faults.push(NetFault::CrashBob { at, lasting });
+                    at += lasting;
+                }
+                p.transports = (kind(&mut rng), kind(&mut rng));
             }
             Scenario::LatePeer => {
                 p.tick = MS(100);
@@ -320,11 +394,33 @@ impl Params {
                     at: SECS(30),
                     lasting: MS(back.saturating_sub(day / 4)),
                 });
+                if rng.gen_bool(0.5) {
+                    p.backend = Backend::Sqlite;
+                }
             }
             Scenario::WrongCode => p.wrong_code = true,
             Scenario::Crowded => {
                 p.timeout = SECS(60);
                 p.mallory = Some(ms_between(&mut rng, 0, 5_000));
+            }
+            Scenario::Abandoned => {
+                // Coarse ticks: nothing but timers for half an hour.
+                p.tick = SECS(1);
+                p.latency = (MS(1), ms_between(&mut rng, 1, 500));
+                p.timeout = ms_between(&mut rng, 30_000, 600_000);
+                p.limit = SECS(3 * 3600);
+                // Python's expiry is 11 minutes, pruned every 5; a stale connection is
+                // dropped by the relay's keepalive after 10 minutes; alice's timeout is at most
+                // 10 minutes. All of it is over within an hour.
+                p.linger = Some(SECS(3600));
+                p.faults.push(NetFault::Partition {
+                    target: Target::Alice,
+                    at: ms_between(&mut rng, 3_000, 20_000),
+                    lasting: SECS(86_400),
+                });
+                if rng.gen_bool(0.5) {
+                    p.backend = Backend::Sqlite;
+                }
             }
             Scenario::Timeout => {
                 p.timeout = ms_between(&mut rng, 5_000, 120_000);
@@ -341,6 +437,15 @@ impl Params {
             }
         }
         p
+    }
+}
+
+/// WebSocket or HTTP polling, evenly.
+fn kind(rng: &mut ChaCha8Rng) -> TransportKind {
+    if rng.gen_bool(0.5) {
+        TransportKind::Http
+    } else {
+        TransportKind::WebSocket
     }
 }
 
@@ -370,11 +475,21 @@ impl fmt::Display for Params {
             self.messages.1,
             self.gap,
         )?;
+        if self.transports != (TransportKind::WebSocket, TransportKind::WebSocket) {
+            write!(
+                f,
+                ", alice on {:?}, bob on {:?}",
+                self.transports.0, self.transports.1
+            )?;
+        }
         if self.wrong_code {
             write!(f, ", wrong code")?;
         }
         if let Some(m) = self.mallory {
             write!(f, ", third party after {m:?}")?;
+        }
+        if self.backend == Backend::Sqlite {
+            write!(f, ", relay on SQLite")?;
         }
         if self.expiry_secs != 11.0 * 60.0 {
             write!(f, ", relay keeps mailboxes {} s", self.expiry_secs)?;

@@ -17,6 +17,12 @@ pub enum What {
     Attempt,
     /// The attempt succeeded.
     Connected,
+    /// The connection just made is a pull one (HTTP polling): the session must poll it.
+    Pull,
+    /// The session asked a pull connection to poll.
+    Poll,
+    /// A send (of the frames just recorded as sent) completed.
+    SendDone,
     /// The attempt failed.
     ConnectFailed(String),
     /// A client sent a frame (handed it to the transport).
@@ -112,6 +118,9 @@ impl Transport for RecordingTransport {
         match self.inner.connect(url).await {
             Ok(inner) => {
                 self.log.push(&self.who, What::Connected);
+                if inner.delivery() == Delivery::Pull {
+                    self.log.push(&self.who, What::Pull);
+                }
                 Ok(Box::new(RecordingConnection {
                     inner,
                     log: self.log.clone(),
@@ -171,8 +180,9 @@ impl Connection for RecordingConnection {
             self.log.push(&self.who, What::Sent(frame.clone()));
         }
         let result = self.inner.send_all(frames).await;
-        if let Err(e) = &result {
-            self.lost(format!("send failed: {e}"));
+        match &result {
+            Ok(()) => self.log.push(&self.who, What::SendDone),
+            Err(e) => self.lost(format!("send failed: {e}")),
         }
         result
     }
@@ -188,6 +198,7 @@ impl Connection for RecordingConnection {
     }
 
     async fn poll(&mut self) -> Result<(), TransportError> {
+        self.log.push(&self.who, What::Poll);
         let result = self.inner.poll().await;
         if let Err(e) = &result {
             self.lost(format!("poll failed: {e}"));

@@ -57,6 +57,9 @@ pub fn replay_command(scenario: Scenario, seed: u64, faults: ClientFaults) -> St
     if faults.schedule_off_by_one {
         cmd.push_str(" --fault schedule-off-by-one");
     }
+    if faults.replay_randomness {
+        cmd.push_str(" --fault replay-randomness");
+    }
     cmd
 }
 

@@ -46,6 +46,11 @@ pub fn render(data: &RunData) -> String {
         let what = match &e.what {
             What::Attempt => "connect".to_string(),
             What::Connected => "connected".to_string(),
+            What::Pull => "(pull connection: polled on the schedule)".to_string(),
+            What::Poll => "poll".to_string(),
+            // Implied by the next event; a line each would double the trace.
+            What::SendDone if std::env::var_os("SIM_TRACE_SENDS").is_none() => continue,
+            What::SendDone => "send done".to_string(),
             What::ConnectFailed(why) => format!("connect failed: {why}"),
             What::Sent(f) => format!("-> {}", summary(f)),
             // Acks are one per command: leave them out.

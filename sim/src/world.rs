@@ -11,23 +11,26 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use wormhole::relay::server::{spawn, ServerOptions};
 use wormhole::relay::RelayConfig;
+use wormhole::storage::{MemoryStorage, Storage};
 use wormhole::{Code, Error, Wormhole};
-use wormhole_transports::websocket::{
-    DefaultHttpHandler, WebSocketListener, WebSocketOptions, WebSocketTransport,
-};
+use wormhole_transports::http::{HttpClientOptions, HttpPolling, HttpServerOptions, HttpTransport};
+use wormhole_transports::websocket::{WebSocketListener, WebSocketOptions, WebSocketTransport};
 
 use crate::clock::{SimClock, EPOCH_SECS};
 use crate::net::{TurmoilAcceptor, TurmoilDialer};
-use crate::params::{NetFault, Params, Scenario};
+use crate::params::{Params, Scenario, TransportKind};
 use crate::record::{Log, RecordingTransport, What};
-use crate::store::SharedStore;
+use crate::store::RelayDisk;
+use crate::timeline::{drive, Joiner, Software};
 
 /// The app id every client uses.
 pub const APPID: &str = "sim.example/wormhole";
 /// The relay's port.
 pub const RELAY_PORT: u16 = 4000;
-/// The relay URL the clients use.
+/// The relay URL of WebSocket clients.
 pub const RELAY_URL: &str = "ws://relay:4000/v1";
+/// The relay URL of HTTP-polling clients (the same port).
+pub const RELAY_HTTP_URL: &str = "http://relay:4000/v1";
 /// How long a client waits for its driver's tasks to end after it is done.
 pub const TASK_GRACE: Duration = Duration::from_secs(10);
 
@@ -38,6 +41,8 @@ pub struct ClientFaults {
     pub forget_unechoed: bool,
     /// Read the schedule one step early.
     pub schedule_off_by_one: bool,
+    /// A restored session keeps its saved random stream (no fresh entropy).
+    pub replay_randomness: bool,
 }
 
 /// How one client ended.
@@ -64,6 +69,21 @@ pub struct Shared {
     pub code_at: Option<Duration>,
     /// Each client's outcome.
     pub outcomes: Vec<(String, Outcome)>,
+    /// A resumable bob's application state (its "disk").
+    pub bob: BobApp,
+}
+
+/// What a resumable bob's application keeps across crashes.
+#[derive(Debug, Default)]
+pub struct BobApp {
+    /// Boots so far.
+    pub boots: u32,
+    /// When it first started.
+    pub started: Option<Duration>,
+    /// Messages handed to `send`.
+    pub sent: usize,
+    /// Messages read.
+    pub received: Vec<Vec<u8>>,
 }
 
 /// Everything a finished run leaves for the checks.
@@ -75,8 +95,8 @@ pub struct RunData {
     pub log: Log,
     /// Client outcomes (alice, bob, mallory as they took part).
     pub outcomes: Vec<(String, Outcome)>,
-    /// The relay's store at the end.
-    pub store: SharedStore,
+    /// The relay's store (its disk) at the end.
+    pub disk: RelayDisk,
     /// Simulated time covered.
     pub elapsed: Duration,
     /// turmoil's verdict if the run did not complete.
@@ -105,6 +125,7 @@ pub fn messages(who: &str, n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+#[derive(Clone)]
 struct ClientSpec {
     who: &'static str,
     params: Params,
@@ -115,20 +136,57 @@ struct ClientSpec {
 
 impl ClientSpec {
     fn wormhole(&self, timeout: Duration) -> Wormhole {
-        let ws = WebSocketTransport::new(WebSocketOptions::default())
-            .with_dialer(Arc::new(TurmoilDialer));
-        let transport = RecordingTransport::new(Arc::new(ws), self.log.clone(), self.who);
-        let w = Wormhole::new(APPID, RELAY_URL)
-            .with_transport(Arc::new(transport))
-            .with_clock(Arc::new(SimClock))
-            .with_seed(derive_seed(self.params.seed, self.who))
+        let (inner, url) = self.transport();
+        let w = Wormhole::new(APPID, url)
             .with_preset(self.params.preset)
             .with_timeout(Some(timeout));
+        self.dress(w, inner, self.who)
+    }
+
+    /// This client's production transport over turmoil TCP, and the URL it serves.
+    fn transport(&self) -> (Arc<dyn wormhole_transports::Transport>, &'static str) {
+        let kind = match self.who {
+            "alice" => self.params.transports.0,
+            "bob" => self.params.transports.1,
+            _ => TransportKind::WebSocket,
+        };
+        let (inner, url): (Arc<dyn wormhole_transports::Transport>, &str) = match kind {
+            TransportKind::WebSocket => (
+                Arc::new(
+                    WebSocketTransport::new(WebSocketOptions::default())
+                        .with_dialer(Arc::new(TurmoilDialer)),
+                ),
+                RELAY_URL,
+            ),
+            TransportKind::Http => (
+                Arc::new(
+                    HttpTransport::new(HttpClientOptions::default())
+                        .with_dialer(Arc::new(TurmoilDialer)),
+                ),
+                RELAY_HTTP_URL,
+            ),
+        };
+        (inner, url)
+    }
+
+    /// The simulation's transport (recorded), clock, seed and faults on a wormhole (new or
+    /// restored).
+    fn dress(
+        &self,
+        w: Wormhole,
+        inner: Arc<dyn wormhole_transports::Transport>,
+        seed_name: &str,
+    ) -> Wormhole {
+        let transport = RecordingTransport::new(inner, self.log.clone(), self.who);
+        let w = w
+            .with_transport(Arc::new(transport))
+            .with_clock(Arc::new(SimClock))
+            .with_seed(derive_seed(self.params.seed, seed_name));
         #[cfg(feature = "fault-injection")]
         let w = w.with_faults(wormhole::core::Faults {
             forget_unechoed: self.faults.forget_unechoed,
             schedule_off_by_one: self.faults.schedule_off_by_one,
-            ..Default::default()
+            replay_randomness: self.faults.replay_randomness,
         });
         #[cfg(not(feature = "fault-injection"))]
         let _ = self.faults;
@@ -234,6 +292,83 @@ impl ClientSpec {
     }
 }
 
+impl ClientSpec {
+    /// bob on a host that may crash: every boot resumes from the journal on bob's "disk"
+    /// (`journal`, outside the host), or starts afresh if nothing was journaled yet. What the
+    /// application did (messages handed to `send`, messages read) is kept there too.
+    async fn resumable(self, journal: Arc<dyn Storage>, mine: Vec<Vec<u8>>, expect: usize) {
+        if self
+            .shared
+            .borrow()
+            .outcomes
+            .iter()
+            .any(|(w, _)| w == "bob")
+        {
+            return; // restarted after it had finished
+        }
+        let boot = {
+            let mut sh = self.shared.borrow_mut();
+            sh.bob.boots += 1;
+            sh.bob.started.get_or_insert(SimClock::elapsed());
+            sh.bob.boots
+        };
+        self.note(format!("boot {boot}"));
+        let Some(code) = self.shared.borrow().code.clone() else {
+            return;
+        };
+        let (inner, _) = self.transport();
+        let mut w = match Wormhole::from_storage(journal.clone(), "bob") {
+            Ok(Some(w)) => {
+                self.note("resumed from the journal".into());
+                self.dress(w, inner, &format!("bob boot {boot}"))
+            }
+            Ok(None) => {
+                let w = self
+                    .wormhole(self.params.timeout)
+                    .with_journal(journal, "bob");
+                let mut w = w;
+                if let Err(e) = w.set_code(code).await {
+                    return self.end_bob(Err(e)).await;
+                }
+                w
+            }
+            Err(e) => return self.end_bob(Err(e)).await,
+        };
+        let result = async {
+            loop {
+                let sent = self.shared.borrow().bob.sent;
+                let Some(m) = mine.get(sent) else { break };
+                tokio::time::sleep(self.params.gap).await;
+                w.send(m).await?;
+                self.shared.borrow_mut().bob.sent += 1;
+            }
+            while self.shared.borrow().bob.received.len() < expect {
+                let m = w.recv().await?;
+                self.shared.borrow_mut().bob.received.push(m);
+            }
+            w.close().await
+        }
+        .await;
+        let result = match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = w.close().await;
+                Err(e)
+            }
+        };
+        drop(w);
+        self.end_bob(result).await;
+    }
+
+    async fn end_bob(&self, result: Result<(), Error>) {
+        let (started, received) = {
+            let sh = self.shared.borrow();
+            (sh.bob.started.unwrap_or_default(), sh.bob.received.clone())
+        };
+        self.finish(started, received, result).await;
+    }
+}
+
 /// The same nameplate with other words.
 fn wrong_code(code: &Code) -> Code {
     let np = code.nameplate();
@@ -250,7 +385,10 @@ fn wrong_code(code: &Code) -> Code {
 /// Runs one seed of one scenario to its end.
 pub fn run(params: &Params, faults: ClientFaults) -> RunData {
     let log = Log::default();
-    let store = SharedStore::default();
+    let disk = match RelayDisk::new(params.backend) {
+        Ok(disk) => disk,
+        Err(e) => panic!("cannot make the relay's database file: {e}"),
+    };
     let shared = Rc::new(RefCell::new(Shared::default()));
     let mut sim = turmoil::Builder::new()
         .tick_duration(params.tick)
@@ -264,19 +402,26 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
     // The relay: production listener and runner over turmoil TCP; the store outlives crashes.
     let boots = Arc::new(AtomicU32::new(0));
     {
-        let store = store.clone();
+        let disk = disk.clone();
         let seed = params.seed;
         let expiry = params.expiry_secs;
         sim.host("relay", move || {
-            let store = store.clone();
+            let disk = disk.clone();
             let boot = boots.fetch_add(1, Ordering::Relaxed);
             async move {
                 let acceptor = TurmoilAcceptor::bind(RELAY_PORT).await?;
+                // One port for both, as the production relay: WebSocket upgrades, and HTTP
+                // polling through the listener's HTTP handler.
+                let (polling, sessions) = HttpPolling::new(HttpServerOptions::new(derive_seed(
+                    seed,
+                    &format!("http sessions boot {boot}"),
+                )));
                 let listener = WebSocketListener::from_acceptor(
                     Box::new(acceptor),
                     WebSocketOptions::relay(),
-                    Arc::new(DefaultHttpHandler),
+                    polling,
                 )?;
+                let sessions = sessions.with_url(RELAY_HTTP_URL);
                 let options = ServerOptions {
                     config: RelayConfig {
                         channel_expiration_secs: expiry,
@@ -286,7 +431,14 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
                     seed: Some(derive_seed(seed, &format!("relay boot {boot}"))),
                     ..ServerOptions::default()
                 };
-                let _relay = spawn(vec![Box::new(listener)], store, options, Arc::new(SimClock));
+                let listeners: Vec<Box<dyn wormhole_transports::Listener>> =
+                    vec![Box::new(listener), Box::new(sessions)];
+                let clock = Arc::new(SimClock);
+                // Held until the host crashes (which drops it, like a killed process).
+                let _relay = match disk.open_sqlite() {
+                    Some(store) => spawn(listeners, store?, options, clock),
+                    None => spawn(listeners, disk.memory(), options, clock),
+                };
                 std::future::pending::<()>().await;
                 Ok(())
             }
@@ -302,7 +454,7 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
         log: log.clone(),
         shared: shared.clone(),
     };
-    let with_bob = params.scenario != Scenario::Timeout;
+    let with_bob = !matches!(params.scenario, Scenario::Timeout | Scenario::Abandoned);
     {
         let c = spec("alice");
         let (mine, expect) = (
@@ -317,17 +469,34 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
     // The others join once the code is known and their delay has passed: they are added to
     // the simulation only then, so days of waiting cost them nothing.
     let mut joiners: Vec<Joiner> = Vec::new();
-    if with_bob {
+    let resumable = params.scenario == Scenario::ClientCrash;
+    if resumable {
+        let journal: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        let (mine, expect) = (bob_msgs.clone(), alice_msgs.len());
+        let c = Rc::new(spec("bob"));
+        joiners.push(Joiner {
+            who: "bob",
+            delay: params.bob_delay,
+            software: Software::Host(Box::new(move || {
+                let c = ClientSpec::clone(&c);
+                let (journal, mine) = (journal.clone(), mine.clone());
+                Box::pin(async move {
+                    c.resumable(journal, mine, expect).await;
+                    Ok(())
+                })
+            })),
+        });
+    } else if with_bob {
         let c = spec("bob");
         let (mine, expect) = (bob_msgs.clone(), alice_msgs.len());
         let (wrong, timeout) = (params.wrong_code, params.timeout);
         joiners.push(Joiner {
             who: "bob",
             delay: params.bob_delay,
-            software: Box::pin(async move {
+            software: Software::Once(Box::pin(async move {
                 c.joiner(wrong, timeout, mine, expect).await;
                 Ok(())
-            }),
+            })),
         });
     }
     if let Some(delay) = params.mallory {
@@ -335,15 +504,15 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
         joiners.push(Joiner {
             who: "mallory",
             delay,
-            software: Box::pin(async move {
+            software: Software::Once(Box::pin(async move {
                 c.joiner(true, Duration::from_secs(60), messages("mallory", 1), 1)
                     .await;
                 Ok(())
-            }),
+            })),
         });
     }
 
-    let sim_error = drive(&mut sim, params, &log, &shared, joiners);
+    let sim_error = drive(&mut sim, params, &log, &shared, joiners, &disk);
     let elapsed = sim.elapsed();
     drop(sim);
     let outcomes = std::mem::take(&mut shared.borrow_mut().outcomes);
@@ -351,153 +520,9 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
         params: params.clone(),
         log,
         outcomes,
-        store,
+        disk,
         elapsed,
         sim_error,
         sent: (alice_msgs, if with_bob { bob_msgs } else { Vec::new() }),
-    }
-}
-
-/// A client that joins once alice's code is known, after its delay.
-struct Joiner {
-    who: &'static str,
-    delay: Duration,
-    software: std::pin::Pin<Box<dyn std::future::Future<Output = turmoil::Result>>>,
-}
-
-/// A fault action due at a time.
-enum Action {
-    Cut(NetFault),
-    Mend(NetFault),
-}
-
-/// Steps the simulation to its end, applying the faults when due.
-fn drive(
-    sim: &mut turmoil::Sim<'_>,
-    params: &Params,
-    log: &Log,
-    shared: &Rc<RefCell<Shared>>,
-    mut joiners: Vec<Joiner>,
-) -> Option<String> {
-    // Each fault waits for its anchor: the first connection of the clients it concerns.
-    let mut pending: Vec<(Option<Duration>, Action)> = params
-        .faults
-        .iter()
-        .map(|f| (None, Action::Cut(*f)))
-        .collect();
-    loop {
-        let now = sim.elapsed();
-        let code_at = shared.borrow().code_at;
-        if let Some(code_at) = code_at {
-            let (due, later): (Vec<Joiner>, Vec<Joiner>) =
-                joiners.into_iter().partition(|j| code_at + j.delay <= now);
-            joiners = later;
-            for j in due {
-                sim.client(j.who, j.software);
-            }
-        }
-        let mut i = 0;
-        while i < pending.len() {
-            let due = match &pending[i] {
-                (Some(at), _) => Some(*at),
-                (None, Action::Cut(fault)) => anchor(fault, log).map(|a| a + start_of(fault)),
-                (None, Action::Mend(_)) => None,
-            };
-            match due {
-                Some(at) if at <= now => {
-                    let (_, action) = pending.remove(i);
-                    match action {
-                        Action::Cut(fault) => {
-                            cut(sim, &fault, log, now);
-                            pending.push((Some(now + length_of(&fault)), Action::Mend(fault)));
-                        }
-                        Action::Mend(fault) => mend(sim, &fault, log, now),
-                    }
-                }
-                Some(at) => {
-                    pending[i].0 = Some(at);
-                    i += 1;
-                }
-                None => i += 1,
-            }
-        }
-        match sim.step() {
-            // Done once every client is, including those still due to join.
-            Ok(true) if joiners.is_empty() || shared.borrow().code_at.is_none() => return None,
-            Ok(true) => {}
-            Ok(false) => {}
-            Err(e) => return Some(e.to_string()),
-        }
-    }
-}
-
-fn start_of(f: &NetFault) -> Duration {
-    match f {
-        NetFault::Partition { at, .. }
-        | NetFault::Hold { at, .. }
-        | NetFault::CrashRelay { at, .. } => *at,
-    }
-}
-
-fn length_of(f: &NetFault) -> Duration {
-    match f {
-        NetFault::Partition { lasting, .. }
-        | NetFault::Hold { lasting, .. }
-        | NetFault::CrashRelay { lasting, .. } => *lasting,
-    }
-}
-
-/// When the clients a fault concerns had all connected once.
-fn anchor(f: &NetFault, log: &Log) -> Option<Duration> {
-    let hosts: &[&str] = match f {
-        NetFault::Partition { target, .. } | NetFault::Hold { target, .. } => target.hosts(),
-        NetFault::CrashRelay { .. } => &["alice", "bob"],
-    };
-    let mut latest = Duration::ZERO;
-    for h in hosts {
-        latest = latest.max(log.first(h, |w| *w == What::Connected)?);
-    }
-    Some(latest)
-}
-
-fn cut(sim: &mut turmoil::Sim<'_>, f: &NetFault, log: &Log, now: Duration) {
-    match f {
-        NetFault::Partition { target, .. } => {
-            for h in target.hosts() {
-                sim.partition(*h, "relay");
-            }
-            log.push_at(now, "sim", What::Net(format!("partition {target:?}")));
-        }
-        NetFault::Hold { target, .. } => {
-            for h in target.hosts() {
-                sim.hold(*h, "relay");
-            }
-            log.push_at(now, "sim", What::Net(format!("hold {target:?}")));
-        }
-        NetFault::CrashRelay { .. } => {
-            sim.crash("relay");
-            log.push_at(now, "sim", What::Net("crash relay".into()));
-        }
-    }
-}
-
-fn mend(sim: &mut turmoil::Sim<'_>, f: &NetFault, log: &Log, now: Duration) {
-    match f {
-        NetFault::Partition { target, .. } => {
-            for h in target.hosts() {
-                sim.repair(*h, "relay");
-            }
-            log.push_at(now, "sim", What::Net(format!("repair {target:?}")));
-        }
-        NetFault::Hold { target, .. } => {
-            for h in target.hosts() {
-                sim.release(*h, "relay");
-            }
-            log.push_at(now, "sim", What::Net(format!("release {target:?}")));
-        }
-        NetFault::CrashRelay { .. } => {
-            sim.bounce("relay");
-            log.push_at(now, "sim", What::Net("restart relay".into()));
-        }
     }
 }

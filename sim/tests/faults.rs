@@ -49,8 +49,23 @@ fn a_schedule_off_by_one_step_fails_the_partition_scenario() {
         report
             .violations
             .iter()
-            .any(|v| v.contains("the schedule says")),
-        "the schedule check caught it: {:?}",
+            .any(|v| v.contains("the schedule says") || v.contains("poll")),
+        "the reconnection or poll schedule check caught it: {:?}",
+        report.violations
+    );
+}
+
+#[test]
+fn a_schedule_off_by_one_step_fails_the_http_scenario_on_its_polls() {
+    let faults = ClientFaults {
+        schedule_off_by_one: true,
+        ..ClientFaults::default()
+    };
+    let seed = first_failing_seed(Scenario::Http, faults, 100);
+    let report = run_one(Scenario::Http, seed, faults, false);
+    assert!(
+        report.violations.iter().any(|v| v.contains("poll")),
+        "the poll check caught it: {:?}",
         report.violations
     );
 }

@@ -43,6 +43,16 @@ fn happy() {
 }
 
 #[test]
+fn http() {
+    all_seeds_pass(Scenario::Http);
+}
+
+#[test]
+fn mixed() {
+    all_seeds_pass(Scenario::Mixed);
+}
+
+#[test]
 fn latency() {
     all_seeds_pass(Scenario::Latency);
 }
@@ -55,6 +65,11 @@ fn partition() {
 #[test]
 fn relay_crash() {
     all_seeds_pass(Scenario::RelayCrash);
+}
+
+#[test]
+fn client_crash() {
+    all_seeds_pass(Scenario::ClientCrash);
 }
 
 #[test]
@@ -83,7 +98,12 @@ fn timeout() {
 }
 
 #[test]
+fn abandoned() {
+    all_seeds_pass(Scenario::Abandoned);
+}
+
+#[test]
 fn every_scenario_has_a_test() {
     // Keep this file in step with Scenario::ALL.
-    assert_eq!(Scenario::ALL.len(), 9);
+    assert_eq!(Scenario::ALL.len(), 13);
 }

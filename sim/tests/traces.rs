@@ -18,8 +18,14 @@ fn wrong_code_seed_1() {
     insta::assert_snapshot!(trace(Scenario::WrongCode, 1));
 }
 
-/// The seed that found the happy close reporting success before its last message was stored.
+/// The seed that found the happy close reporting success before its last message was stored
+/// (over WebSocket then; it now draws HTTP polling for both sides).
 #[test]
 fn relay_crash_seed_0() {
     insta::assert_snapshot!(trace(Scenario::RelayCrash, 0));
+}
+
+#[test]
+fn http_seed_1() {
+    insta::assert_snapshot!(trace(Scenario::Http, 1));
 }

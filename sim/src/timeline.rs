@@ -1,0 +1,213 @@
+//! The run's timeline: joiners added when due, the faults cut and mended when due, and the
+//! simulation stepped to its end.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::params::{NetFault, Params, Scenario};
+use crate::record::{Log, What};
+use crate::store::RelayDisk;
+use crate::world::{Shared, APPID};
+
+pub(crate) type HostFuture = std::pin::Pin<Box<dyn std::future::Future<Output = turmoil::Result>>>;
+
+/// What a joiner runs: once (a turmoil client), or on every boot of a host that may crash.
+pub(crate) enum Software {
+    /// A turmoil client, run once.
+    Once(HostFuture),
+    /// A turmoil host: the software of every boot.
+    Host(Box<dyn Fn() -> HostFuture>),
+}
+
+/// A client that joins once alice's code is known, after its delay.
+pub(crate) struct Joiner {
+    pub who: &'static str,
+    pub delay: Duration,
+    pub software: Software,
+}
+
+/// A fault action due at a time.
+enum Action {
+    Cut(NetFault),
+    Mend(NetFault),
+}
+
+/// Steps the simulation to its end, applying the faults when due.
+pub(crate) fn drive(
+    sim: &mut turmoil::Sim<'_>,
+    params: &Params,
+    log: &Log,
+    shared: &Rc<RefCell<Shared>>,
+    mut joiners: Vec<Joiner>,
+    disk: &RelayDisk,
+) -> Option<String> {
+    let mut clients_done = false;
+    // Each fault waits for its anchor: the first connection of the clients it concerns.
+    let mut pending: Vec<(Option<Duration>, Action)> = params
+        .faults
+        .iter()
+        .map(|f| (None, Action::Cut(*f)))
+        .collect();
+    loop {
+        let now = sim.elapsed();
+        let code_at = shared.borrow().code_at;
+        if let Some(code_at) = code_at {
+            let (due, later): (Vec<Joiner>, Vec<Joiner>) =
+                joiners.into_iter().partition(|j| code_at + j.delay <= now);
+            joiners = later;
+            for j in due {
+                match j.software {
+                    Software::Once(fut) => sim.client(j.who, fut),
+                    Software::Host(boot) => sim.host(j.who, boot),
+                }
+            }
+        }
+        let mut i = 0;
+        while i < pending.len() {
+            let due = match &pending[i] {
+                (Some(at), _) => Some(*at),
+                (None, Action::Cut(fault)) => anchor(fault, log).map(|a| a + start_of(fault)),
+                (None, Action::Mend(_)) => None,
+            };
+            match due {
+                Some(at) if at <= now => {
+                    let (_, action) = pending.remove(i);
+                    match action {
+                        Action::Cut(fault) => {
+                            cut(sim, &fault, log, now);
+                            pending.push((Some(now + length_of(&fault)), Action::Mend(fault)));
+                        }
+                        Action::Mend(fault) => mend(sim, &fault, log, now),
+                    }
+                }
+                Some(at) => {
+                    pending[i].0 = Some(at);
+                    i += 1;
+                }
+                None => i += 1,
+            }
+        }
+        match sim.step() {
+            // Done once every client is, including those still due to join (and, for a
+            // scenario that lingers, once the relay had its time).
+            // A resumable bob runs on a host, which turmoil does not wait for.
+            Ok(true)
+                if params.scenario == Scenario::ClientCrash
+                    && shared.borrow().code_at.is_some()
+                    && !shared.borrow().outcomes.iter().any(|(w, _)| w == "bob") => {}
+            Ok(true) if joiners.is_empty() || shared.borrow().code_at.is_none() => {
+                if !clients_done {
+                    clients_done = true;
+                    log.push_at(sim.elapsed(), "sim", What::Net(holds(disk)));
+                }
+                match params.linger {
+                    Some(until) if sim.elapsed() < until => {}
+                    _ => {
+                        if params.linger.is_some() {
+                            log.push_at(sim.elapsed(), "sim", What::Net(holds(disk)));
+                        }
+                        return None;
+                    }
+                }
+            }
+            Ok(true) => {}
+            Ok(false) => {}
+            Err(e) => return Some(e.to_string()),
+        }
+    }
+}
+
+/// What the relay's store holds for the app id, as a trace line.
+fn holds(disk: &RelayDisk) -> String {
+    match disk.contents(APPID) {
+        Ok((names, boxes)) => format!(
+            "relay holds {} nameplate(s), {} mailbox(es)",
+            names.len(),
+            boxes.len()
+        ),
+        Err(e) => format!("relay store unreadable: {e}"),
+    }
+}
+
+fn start_of(f: &NetFault) -> Duration {
+    match f {
+        NetFault::Partition { at, .. }
+        | NetFault::Hold { at, .. }
+        | NetFault::CrashRelay { at, .. }
+        | NetFault::CrashBob { at, .. } => *at,
+    }
+}
+
+fn length_of(f: &NetFault) -> Duration {
+    match f {
+        NetFault::Partition { lasting, .. }
+        | NetFault::Hold { lasting, .. }
+        | NetFault::CrashRelay { lasting, .. }
+        | NetFault::CrashBob { lasting, .. } => *lasting,
+    }
+}
+
+/// When the clients a fault concerns had all connected once.
+fn anchor(f: &NetFault, log: &Log) -> Option<Duration> {
+    let hosts: &[&str] = match f {
+        NetFault::Partition { target, .. } | NetFault::Hold { target, .. } => target.hosts(),
+        NetFault::CrashRelay { .. } => &["alice", "bob"],
+        NetFault::CrashBob { .. } => &["bob"],
+    };
+    let mut latest = Duration::ZERO;
+    for h in hosts {
+        latest = latest.max(log.first(h, |w| *w == What::Connected)?);
+    }
+    Some(latest)
+}
+
+fn cut(sim: &mut turmoil::Sim<'_>, f: &NetFault, log: &Log, now: Duration) {
+    match f {
+        NetFault::Partition { target, .. } => {
+            for h in target.hosts() {
+                sim.partition(*h, "relay");
+            }
+            log.push_at(now, "sim", What::Net(format!("partition {target:?}")));
+        }
+        NetFault::Hold { target, .. } => {
+            for h in target.hosts() {
+                sim.hold(*h, "relay");
+            }
+            log.push_at(now, "sim", What::Net(format!("hold {target:?}")));
+        }
+        NetFault::CrashRelay { .. } => {
+            sim.crash("relay");
+            log.push_at(now, "sim", What::Net("crash relay".into()));
+        }
+        NetFault::CrashBob { .. } => {
+            sim.crash("bob");
+            log.push_at(now, "sim", What::Net("crash bob".into()));
+        }
+    }
+}
+
+fn mend(sim: &mut turmoil::Sim<'_>, f: &NetFault, log: &Log, now: Duration) {
+    match f {
+        NetFault::Partition { target, .. } => {
+            for h in target.hosts() {
+                sim.repair(*h, "relay");
+            }
+            log.push_at(now, "sim", What::Net(format!("repair {target:?}")));
+        }
+        NetFault::Hold { target, .. } => {
+            for h in target.hosts() {
+                sim.release(*h, "relay");
+            }
+            log.push_at(now, "sim", What::Net(format!("release {target:?}")));
+        }
+        NetFault::CrashRelay { .. } => {
+            sim.bounce("relay");
+            log.push_at(now, "sim", What::Net("restart relay".into()));
+        }
+        NetFault::CrashBob { .. } => {
+            sim.bounce("bob");
+            log.push_at(now, "sim", What::Net("restart bob".into()));
+        }
+    }
+}
