@@ -78,8 +78,14 @@ fn outcomes(data: &RunData, v: &mut Vec<String>) {
     let (alice_sent, bob_sent) = &data.sent;
     let mallory_sent = crate::world::messages("mallory", 1);
     // Whatever anyone received is an in-order prefix of what one peer sent.
+    // A bob that restored an older state sent one update per start, all under the same
+    // phase: alice keeps whichever copy she sees first.
+    let updates: Vec<Vec<Vec<u8>>> = (1..=crate::world::STARTS)
+        .map(|n| vec![crate::world::update(n)])
+        .collect();
     for (who, o) in &data.outcomes {
         let candidates: Vec<&Vec<Vec<u8>>> = match who.as_str() {
+            "alice" if data.params.scenario == Scenario::RestoreTwice => updates.iter().collect(),
             "alice" => vec![bob_sent, &mallory_sent],
             _ => vec![alice_sent],
         };
@@ -157,12 +163,26 @@ fn outcomes(data: &RunData, v: &mut Vec<String>) {
     }
 }
 
-/// No `add` phase sent twice with different bodies; no nonce used twice.
+/// No nonce ever seals two different bodies (whatever their phases); no `add` phase sent twice
+/// with different bodies, unless the client restored an older state in between (its
+/// application then sends anew what the restored state had not sent yet, and may send
+/// something else: the peer keeps the first copy it sees, and the re-seal must use a fresh
+/// nonce, which the first rule checks).
 fn frames(who: &str, entries: &[Entry], v: &mut Vec<String>) {
-    let mut bodies: BTreeMap<String, String> = BTreeMap::new();
-    let mut nonces: BTreeMap<String, String> = BTreeMap::new();
+    // phase -> (body, restores of an older state before it was sent)
+    let mut bodies: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    // nonce -> (phase, body)
+    let mut nonces: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut restores = 0;
     for e in entries.iter().filter(|e| e.who == who) {
-        let What::Sent(frame) = &e.what else { continue };
+        let frame = match &e.what {
+            What::Note(n) if n == crate::world::RESTORED_OLDER => {
+                restores += 1;
+                continue;
+            }
+            What::Sent(frame) => frame,
+            _ => continue,
+        };
         let Ok(Value::Object(m)) = serde_json::from_str::<Value>(frame) else {
             v.push(format!("{who} sent a frame that is not a JSON object"));
             continue;
@@ -181,22 +201,28 @@ fn frames(who: &str, entries: &[Entry], v: &mut Vec<String>) {
             .unwrap_or("")
             .to_string();
         match bodies.get(&phase) {
-            Some(b) if *b != body => v.push(format!(
+            Some((b, r)) if *b != body && *r == restores => v.push(format!(
                 "{who} sent phase {phase:?} twice with different contents (at {:?})",
+                e.at
+            )),
+            Some((b, _)) if *b == body => {}
+            // New, or sent anew after a restore of an older state: later copies match this one.
+            _ => {
+                bodies.insert(phase.clone(), (body.clone(), restores));
+            }
+        }
+        if phase == "pake" {
+            continue;
+        }
+        let nonce = body.get(..48).unwrap_or("").to_string();
+        match nonces.get(&nonce) {
+            Some((other, b)) if *b != body => v.push(format!(
+                "{who} reused a nonce: phase {other:?} and phase {phase:?} sealed different contents under it (at {:?})",
                 e.at
             )),
             Some(_) => {}
             None => {
-                if phase != "pake" {
-                    let nonce = body.get(..48).unwrap_or("").to_string();
-                    if let Some(other) = nonces.insert(nonce, phase.clone()) {
-                        v.push(format!(
-                            "{who} reused a nonce: phases {other:?} and {phase:?} (at {:?})",
-                            e.at
-                        ));
-                    }
-                }
-                bodies.insert(phase, body);
+                nonces.insert(nonce, (phase, body));
             }
         }
     }

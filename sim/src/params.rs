@@ -29,6 +29,10 @@ pub enum Scenario {
     RelayCrash,
     /// bob's host crashes mid-exchange, once or more, and resumes from its journal.
     ClientCrash,
+    /// bob's application restores an older saved state (a backup taken before it sent
+    /// anything) twice, and after each start sends an update that differs ("update N", N its
+    /// start count): every re-seal must draw a fresh nonce.
+    RestoreTwice,
     /// The receiver arrives about ten minutes late; long-lived schedule.
     LatePeer,
     /// The receiver arrives days later while the sender is offline for most of that time;
@@ -47,7 +51,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 13] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::Happy,
         Scenario::Http,
         Scenario::Mixed,
@@ -55,6 +59,7 @@ impl Scenario {
         Scenario::Partition,
         Scenario::RelayCrash,
         Scenario::ClientCrash,
+        Scenario::RestoreTwice,
         Scenario::LatePeer,
         Scenario::LatePeerDays,
         Scenario::WrongCode,
@@ -73,6 +78,7 @@ impl Scenario {
             Scenario::Partition => "partition",
             Scenario::RelayCrash => "relay-crash",
             Scenario::ClientCrash => "client-crash",
+            Scenario::RestoreTwice => "restore-twice",
             Scenario::LatePeer => "late-peer",
             Scenario::LatePeerDays => "late-peer-days",
             Scenario::WrongCode => "wrong-code",
@@ -358,6 +364,12 @@ impl Params {
                     p.faults.push(NetFault::CrashBob { at, lasting });
                     at += lasting;
                 }
+                p.transports = (kind(&mut rng), kind(&mut rng));
+            }
+            Scenario::RestoreTwice => {
+                // bob sends one update per start; `gap` is also how long each of his first
+                // two starts runs after its send before it stops (without closing).
+                p.messages.1 = 1;
                 p.transports = (kind(&mut rng), kind(&mut rng));
             }
             Scenario::LatePeer => {

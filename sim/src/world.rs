@@ -125,6 +125,19 @@ pub fn messages(who: &str, n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// What a restoring bob's application sends on its `start`-th start (it counts its starts
+/// outside the wormhole state).
+pub fn update(start: u32) -> Vec<u8> {
+    format!("bob's update {start}").into_bytes()
+}
+
+/// How many times a restoring bob starts (the first, then two restores of the backup).
+pub const STARTS: u32 = 3;
+
+/// The note a client logs when it restores a state older than its latest: what it sends after
+/// it may legitimately differ from what it sent before under the same phase.
+pub const RESTORED_OLDER: &str = "restored an older state (the backup)";
+
 #[derive(Clone)]
 struct ClientSpec {
     who: &'static str,
@@ -369,6 +382,62 @@ impl ClientSpec {
     }
 }
 
+impl ClientSpec {
+    /// bob whose application keeps a backup of its wormhole state, taken after the key
+    /// exchange and before it sent anything, and restores that backup twice (a snapshot restored twice, or a disk that
+    /// lost its later writes). Each start sends [`update`] of its start count; the first two
+    /// stop (without closing) `gap` after their send; the last receives and closes.
+    async fn restorer(self, expect: usize) {
+        let Some(code) = self.shared.borrow().code.clone() else {
+            return;
+        };
+        let started = SimClock::elapsed();
+        let mut received = Vec::new();
+        self.note("boot 1".into());
+        let mut w = self.wormhole(self.params.timeout);
+        let result = async {
+            w.set_code(code).await?;
+            // The backup: taken once the key is confirmed (the mailbox known), before the
+            // application sent anything.
+            w.verify().await?;
+            let backup = w.serialize().await?;
+            for start in 1..=STARTS {
+                if start > 1 {
+                    self.note(format!("boot {start}"));
+                    self.note(RESTORED_OLDER.into());
+                    let (inner, _) = self.transport();
+                    let restored = Wormhole::from_serialized(&backup)?;
+                    let old = std::mem::replace(
+                        &mut w,
+                        self.dress(restored, inner, &format!("bob start {start}")),
+                    );
+                    // Stopped without closing: the other side just waits.
+                    let _ = old.suspend().await;
+                }
+                tokio::time::sleep(self.params.gap).await;
+                w.send(&update(start)).await?;
+                if start < STARTS {
+                    tokio::time::sleep(self.params.gap).await;
+                }
+            }
+            while received.len() < expect {
+                received.push(w.recv().await?);
+            }
+            w.close().await
+        }
+        .await;
+        let result = match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = w.close().await;
+                Err(e)
+            }
+        };
+        drop(w);
+        self.finish(started, received, result).await;
+    }
+}
+
 /// The same nameplate with other words.
 fn wrong_code(code: &Code) -> Code {
     let np = code.nameplate();
@@ -484,6 +553,17 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
                     c.resumable(journal, mine, expect).await;
                     Ok(())
                 })
+            })),
+        });
+    } else if params.scenario == Scenario::RestoreTwice {
+        let c = spec("bob");
+        let expect = alice_msgs.len();
+        joiners.push(Joiner {
+            who: "bob",
+            delay: params.bob_delay,
+            software: Software::Once(Box::pin(async move {
+                c.restorer(expect).await;
+                Ok(())
             })),
         });
     } else if with_bob {

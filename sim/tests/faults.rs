@@ -69,3 +69,21 @@ fn a_schedule_off_by_one_step_fails_the_http_scenario_on_its_polls() {
         report.violations
     );
 }
+
+#[test]
+fn replaying_randomness_on_restore_fails_the_restore_twice_scenario_on_a_reused_nonce() {
+    let faults = ClientFaults {
+        replay_randomness: true,
+        ..ClientFaults::default()
+    };
+    let seed = first_failing_seed(Scenario::RestoreTwice, faults, 100);
+    let report = run_one(Scenario::RestoreTwice, seed, faults, false);
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.contains("reused a nonce")),
+        "the nonce check caught it: {:?}",
+        report.violations
+    );
+}

@@ -73,6 +73,11 @@ fn client_crash() {
 }
 
 #[test]
+fn restore_twice() {
+    all_seeds_pass(Scenario::RestoreTwice);
+}
+
+#[test]
 fn late_peer() {
     all_seeds_pass(Scenario::LatePeer);
 }
@@ -105,5 +110,5 @@ fn abandoned() {
 #[test]
 fn every_scenario_has_a_test() {
     // Keep this file in step with Scenario::ALL.
-    assert_eq!(Scenario::ALL.len(), 13);
+    assert_eq!(Scenario::ALL.len(), 14);
 }
