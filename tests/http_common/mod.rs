@@ -50,20 +50,32 @@ impl TestRelay {
         }
         let (polling, sessions) = HttpPolling::new(http);
         let addr: SocketAddr = format!("127.0.0.1:{}", setup.port).parse().unwrap();
-        let listener = match &setup.tls {
-            Some(tls) => WebSocketListener::bind_with(
-                addr,
-                WebSocketOptions::relay(),
-                polling.clone(),
-                (**tls).clone(),
-            ),
-            None => WebSocketListener::bind_with_handler(
-                addr,
-                WebSocketOptions::relay(),
-                polling.clone(),
-            ),
-        }
-        .expect("bind the test relay");
+        // A restart binds the port the stopped relay had: its listener closes in a task that
+        // is being cancelled, so wait (bounded) for the port, as a restarted process would.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let listener = loop {
+            let bound = match &setup.tls {
+                Some(tls) => WebSocketListener::bind_with(
+                    addr,
+                    WebSocketOptions::relay(),
+                    polling.clone(),
+                    (**tls).clone(),
+                ),
+                None => WebSocketListener::bind_with_handler(
+                    addr,
+                    WebSocketOptions::relay(),
+                    polling.clone(),
+                ),
+            };
+            match bound {
+                Err(wormhole::transports::TransportError::AddrInUse(_))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                other => break other.expect("bind the test relay"),
+            }
+        };
         let addr = listener.local_addr();
         let ws_url = listener.url();
         let http_url = ws_url.replacen("ws", "http", 1);
