@@ -38,6 +38,7 @@ impl TestRedis {
             .args(["--appendfsync", "always"])
             .arg("--dir")
             .arg(self.dir.path());
+        ensure_redis_server();
         if std::process::Command::new("redis-server")
             .arg("--version")
             .output()
@@ -153,4 +154,22 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Installs redis-server (scripts/setup-redis.sh, Debian's package) once per test process when
+/// it is missing, as the interop harness does for the Python peers, so `cargo test --workspace`
+/// works on a fresh machine.
+fn ensure_redis_server() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let present = std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_ok();
+        if !present {
+            let script =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup-redis.sh");
+            let _ = std::process::Command::new("bash").arg(script).status();
+        }
+    });
 }

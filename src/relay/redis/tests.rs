@@ -35,6 +35,7 @@ impl TestRedis {
         let dir =
             std::env::temp_dir().join(format!("wormhole-redis-unit-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("redis data dir");
+        ensure_redis_server();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args([
@@ -420,4 +421,21 @@ fn any_relay_process_may_prune_and_each_mailbox_goes_once() {
     assert!(out.iter().all(|(_, f)| f["type"] == "ack"), "{out:?}");
     let out = send(&mut b, 3, json!({"type": "list"}));
     assert_eq!(out[1].1["nameplates"], json!([]));
+}
+
+/// Installs redis-server (scripts/setup-redis.sh, Debian's package) once per test process when
+/// it is missing, so `cargo test --workspace` works on a fresh machine.
+fn ensure_redis_server() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let present = Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_ok();
+        if !present {
+            let script =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/setup-redis.sh");
+            let _ = Command::new("bash").arg(script).status();
+        }
+    });
 }
