@@ -269,13 +269,7 @@ impl ClientSpec {
             }
             Err(e) => Err(e),
         };
-        let result = match result {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = w.close().await;
-                Err(e)
-            }
-        };
+        let result = close_on_error(&mut w, result).await;
         drop(w);
         self.finish(started, received, result).await;
     }
@@ -293,13 +287,7 @@ impl ClientSpec {
             Ok(()) => self.exchange(&mut w, &mine, expect, &mut received).await,
             Err(e) => Err(e),
         };
-        let result = match result {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = w.close().await;
-                Err(e)
-            }
-        };
+        let result = close_on_error(&mut w, result).await;
         drop(w);
         self.finish(started, received, result).await;
     }
@@ -362,13 +350,7 @@ impl ClientSpec {
             w.close().await
         }
         .await;
-        let result = match result {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = w.close().await;
-                Err(e)
-            }
-        };
+        let result = close_on_error(&mut w, result).await;
         drop(w);
         self.end_bob(result).await;
     }
@@ -426,13 +408,7 @@ impl ClientSpec {
             w.close().await
         }
         .await;
-        let result = match result {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = w.close().await;
-                Err(e)
-            }
-        };
+        let result = close_on_error(&mut w, result).await;
         drop(w);
         self.finish(started, received, result).await;
     }
@@ -605,4 +581,12 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
         sim_error,
         sent: (alice_msgs, if with_bob { bob_msgs } else { Vec::new() }),
     }
+}
+
+/// A failed exchange still says goodbye to the relay (best effort); the error stays the result.
+async fn close_on_error(w: &mut Wormhole, result: Result<(), Error>) -> Result<(), Error> {
+    if result.is_err() {
+        let _ = w.close().await;
+    }
+    result
 }
