@@ -18,11 +18,17 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a run of normal exchanges did.
 #[derive(Debug, Clone)]
 pub struct Stats {
+    /// Seconds the run took.
     pub elapsed: f64,
+    /// Exchanges completed.
     pub done: usize,
+    /// Exchanges that failed or timed out.
     pub failed: u64,
+    /// Median latency of the completed exchanges, in milliseconds (0 if none completed).
     pub p50_ms: f64,
+    /// 99th-percentile latency of the completed exchanges, in milliseconds (0 if none).
     pub p99_ms: f64,
+    /// The first failure's text, if any.
     pub first_error: Option<String>,
 }
 

@@ -100,6 +100,8 @@ pub struct BenchArgs {
 
 type BenchError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Runs `wormhole-relay bench` as `args` say: a flood, the idle client, a latency run, idle
+/// connections, or (the default) normal exchanges.
 pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     let _ = raise_nofile_limit();
     if !(args.duration > 0.0 && args.duration.is_finite()) {
