@@ -47,11 +47,17 @@ pub enum Scenario {
     /// alice vanishes for good (her link is cut, she cannot close): the relay prunes the
     /// exchange in virtual time.
     Abandoned,
+    /// Two or three relay hosts, processes of one relay on a shared store (standing for
+    /// Redis); alice and bob start on different ones. WebSocket clients reconnect through a
+    /// load balancer (to any live host); an HTTP-polling client keeps to its host. The host a
+    /// client is on crashes (and is maybe restarted), clients are partitioned from their host,
+    /// the store's change feeds skip (resync).
+    MultiRelay,
 }
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::Happy,
         Scenario::Http,
         Scenario::Mixed,
@@ -66,6 +72,7 @@ impl Scenario {
         Scenario::Crowded,
         Scenario::Timeout,
         Scenario::Abandoned,
+        Scenario::MultiRelay,
     ];
 
     /// The scenario's name on the command line.
@@ -85,6 +92,7 @@ impl Scenario {
             Scenario::Crowded => "crowded",
             Scenario::Timeout => "timeout",
             Scenario::Abandoned => "abandoned",
+            Scenario::MultiRelay => "multi-relay",
         }
     }
 }
@@ -178,6 +186,30 @@ pub enum NetFault {
         /// Down for.
         lasting: Duration,
     },
+    /// Of several relay hosts, the one a client is on at the time crashes (and restarts, or
+    /// stays down for the rest of the run if `lasting` is `None`).
+    CrashHostOf {
+        /// Whose relay host (alice or bob).
+        target: Target,
+        /// Crash, after both clients first connected.
+        at: Duration,
+        /// Down for; `None`: for good.
+        lasting: Option<Duration>,
+    },
+    /// Of several relay hosts, the one a client is on at the time is partitioned from it.
+    PartitionHostOf {
+        /// Whose link (alice or bob).
+        target: Target,
+        /// Start, after the client first connected.
+        at: Duration,
+        /// How long.
+        lasting: Duration,
+    },
+    /// Every change feed of the shared store reports a gap (`MailboxChange::Resync`).
+    Resync {
+        /// When, after both clients first connected.
+        at: Duration,
+    },
 }
 
 impl fmt::Display for NetFault {
@@ -203,6 +235,34 @@ impl fmt::Display for NetFault {
             NetFault::CrashBob { at, lasting } => {
                 write!(f, "crash bob at +{at:.3?} for {lasting:.3?}")
             }
+            NetFault::CrashHostOf {
+                target,
+                at,
+                lasting: Some(lasting),
+            } => {
+                write!(
+                    f,
+                    "crash {target:?}'s relay host at +{at:.3?} for {lasting:.3?}"
+                )
+            }
+            NetFault::CrashHostOf {
+                target,
+                at,
+                lasting: None,
+            } => {
+                write!(f, "crash {target:?}'s relay host at +{at:.3?} for good")
+            }
+            NetFault::PartitionHostOf {
+                target,
+                at,
+                lasting,
+            } => {
+                write!(
+                    f,
+                    "partition {target:?} from its relay host at +{at:.3?} for {lasting:.3?}"
+                )
+            }
+            NetFault::Resync { at } => write!(f, "feeds resync at +{at:.3?}"),
         }
     }
 }
@@ -247,6 +307,10 @@ pub struct Params {
     pub linger: Option<Duration>,
     /// How alice and bob reach the relay.
     pub transports: (TransportKind, TransportKind),
+    /// Relay hosts (processes on one shared store when more than one).
+    pub relays: usize,
+    /// The relay host alice and bob first connect to (of `relays`).
+    pub starts: (usize, usize),
 }
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -297,6 +361,8 @@ impl Params {
             backend: Backend::Memory,
             linger: None,
             transports: (TransportKind::WebSocket, TransportKind::WebSocket),
+            relays: 1,
+            starts: (0, 0),
         };
         match scenario {
             Scenario::Happy => {}
@@ -434,6 +500,7 @@ impl Params {
                     p.backend = Backend::Sqlite;
                 }
             }
+            Scenario::MultiRelay => multi_relay(&mut p, &mut rng),
             Scenario::Timeout => {
                 p.timeout = ms_between(&mut rng, 5_000, 120_000);
                 p.limit = SECS(10 * 60);
@@ -449,6 +516,74 @@ impl Params {
             }
         }
         p
+    }
+}
+
+/// The draws of [`Scenario::MultiRelay`].
+fn multi_relay(p: &mut Params, rng: &mut ChaCha8Rng) {
+    p.backend = Backend::Shared;
+    // A longer exchange, so that the faults (timed from both clients' first connection) hit
+    // it in the middle.
+    p.messages = (rng.gen_range(2..=4), rng.gen_range(2..=4));
+    p.gap = ms_between(rng, 1_000, 3_000);
+    p.relays = rng.gen_range(2..=3);
+    let alice = rng.gen_range(0..p.relays);
+    let bob = (alice + rng.gen_range(1..p.relays)) % p.relays;
+    p.starts = (alice, bob);
+    // Mostly WebSocket (which moves between hosts); HTTP polling keeps to one host.
+    let mut kind = || {
+        if rng.gen_bool(0.25) {
+            TransportKind::Http
+        } else {
+            TransportKind::WebSocket
+        }
+    };
+    p.transports = (kind(), kind());
+    let http = p.transports.0 == TransportKind::Http || p.transports.1 == TransportKind::Http;
+    let n = rng.gen_range(if p.stormy { 1..=3 } else { 1..=1 });
+    let mut at = Duration::ZERO;
+    let mut gone = false;
+    for _ in 0..n {
+        at += ms_between(rng, 0, 3_000);
+        let who = if rng.gen_bool(0.5) {
+            Target::Alice
+        } else {
+            Target::Bob
+        };
+        let fault = match rng.gen_range(0..3) {
+            0 => {
+                // A host stays down for good only when no client is pinned to one (HTTP), and
+                // only one: the others can still serve.
+                let lasting = ms_between(rng, 10, 60_000);
+                let for_good = !http && !gone && rng.gen_bool(0.3);
+                gone |= for_good;
+                let fault = NetFault::CrashHostOf {
+                    target: who,
+                    at,
+                    lasting: (!for_good).then_some(lasting),
+                };
+                at += lasting;
+                fault
+            }
+            1 => {
+                let lasting = ms_between(rng, 200, 60_000);
+                let fault = NetFault::PartitionHostOf {
+                    target: who,
+                    at,
+                    lasting,
+                };
+                at += lasting;
+                fault
+            }
+            _ => NetFault::Resync { at },
+        };
+        p.faults.push(fault);
+    }
+    // A gap in the feeds at a time of its own, on some seeds even without other faults.
+    if rng.gen_bool(0.5) {
+        p.faults.push(NetFault::Resync {
+            at: ms_between(rng, 0, 10_000),
+        });
     }
 }
 
@@ -502,6 +637,13 @@ impl fmt::Display for Params {
         }
         if self.backend == Backend::Sqlite {
             write!(f, ", relay on SQLite")?;
+        }
+        if self.relays > 1 {
+            write!(
+                f,
+                ", {} relay hosts on a shared store, alice first on {}, bob first on {}",
+                self.relays, self.starts.0, self.starts.1
+            )?;
         }
         if self.expiry_secs != 11.0 * 60.0 {
             write!(f, ", relay keeps mailboxes {} s", self.expiry_secs)?;
