@@ -6,7 +6,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use wormhole::relay::server::{spawn, spawn_shared, ServerOptions};
+use wormhole::relay::server::{spawn, ServerOptions};
+use wormhole::relay::shared::{spawn_shared_watched, ListenedMailboxes};
 use wormhole::relay::RelayConfig;
 use wormhole_transports::http::{HttpPolling, HttpServerOptions};
 use wormhole_transports::websocket::{WebSocketListener, WebSocketOptions};
@@ -87,8 +88,14 @@ pub(crate) fn relay_host(sim: &mut turmoil::Sim<'_>, params: &Params, disk: &Rel
 }
 
 /// `params.relays` relay hosts (`relay0`, `relay1`, …), each a relay process following the
-/// shared store of `disk` ([`spawn_shared`]) with its own seed per host and boot.
-pub(crate) fn shared_relay_hosts(sim: &mut turmoil::Sim<'_>, params: &Params, disk: &RelayDisk) {
+/// shared store of `disk` (the production `spawn_shared` runner, watched) with its own seed
+/// per host and boot. Returns each host's name and the mailboxes its current boot listens to.
+pub(crate) fn shared_relay_hosts(
+    sim: &mut turmoil::Sim<'_>,
+    params: &Params,
+    disk: &RelayDisk,
+) -> Vec<(String, ListenedMailboxes)> {
+    let mut watched = Vec::new();
     let Some(store) = disk.shared() else {
         panic!("a multi-process scenario needs a shared store");
     };
@@ -97,9 +104,14 @@ pub(crate) fn shared_relay_hosts(sim: &mut turmoil::Sim<'_>, params: &Params, di
         let store = store.clone();
         let params = params.clone();
         let name = relay_name(i);
+        let listened = ListenedMailboxes::default();
+        watched.push((name.clone(), listened.clone()));
         sim.host(relay_name(i), move || {
-            // Each boot is a new process with its own connection to the store.
+            // Each boot is a new process with its own connection to the store, and nothing
+            // else of the crashed one.
             let store = store.clone();
+            let listened = listened.clone();
+            listened.lock().unwrap_or_else(|e| e.into_inner()).clear();
             let params = params.clone();
             let name = name.clone();
             let boot = boots.fetch_add(1, Ordering::Relaxed);
@@ -114,10 +126,12 @@ pub(crate) fn shared_relay_hosts(sim: &mut turmoil::Sim<'_>, params: &Params, di
                     &params,
                     derive_seed(seed, &format!("{name} relay boot {boot}")),
                 );
-                let _relay = spawn_shared(listeners, store, options, Arc::new(SimClock));
+                let clock = Arc::new(SimClock);
+                let _relay = spawn_shared_watched(listeners, store, options, clock, listened);
                 std::future::pending::<()>().await;
                 Ok(())
             }
         });
     }
+    watched
 }

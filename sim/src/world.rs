@@ -95,6 +95,9 @@ pub struct RunData {
     pub outcomes: Vec<(String, Outcome)>,
     /// The relay's store (its disk) at the end.
     pub disk: RelayDisk,
+    /// The mailboxes each relay host still running at the end listens to (processes on a
+    /// shared store only), by host.
+    pub listening: Vec<(String, Vec<(String, String)>)>,
     /// Simulated time covered.
     pub elapsed: Duration,
     /// turmoil's verdict if the run did not complete.
@@ -464,11 +467,12 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
 
     // The relay hosts: production listener and runner over turmoil TCP; the store outlives
     // crashes.
-    if params.relays > 1 {
-        shared_relay_hosts(&mut sim, params, &disk);
+    let watched = if params.relays > 1 {
+        shared_relay_hosts(&mut sim, params, &disk)
     } else {
         relay_host(&mut sim, params, &disk);
-    }
+        Vec::new()
+    };
 
     let alice_msgs = messages("alice", params.messages.0);
     let bob_msgs = messages("bob", params.messages.1);
@@ -550,6 +554,14 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
 
     let sim_error = drive(&mut sim, params, &log, &shared, joiners, &disk);
     let elapsed = sim.elapsed();
+    let listening = watched
+        .into_iter()
+        .filter(|(name, _)| sim.is_host_running(name.as_str()))
+        .map(|(name, listened)| {
+            let now = listened.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            (name, now)
+        })
+        .collect();
     drop(sim);
     let outcomes = std::mem::take(&mut shared.borrow_mut().outcomes);
     RunData {
@@ -557,6 +569,7 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
         log,
         outcomes,
         disk,
+        listening,
         elapsed,
         sim_error,
         sent: (alice_msgs, if with_bob { bob_msgs } else { Vec::new() }),
