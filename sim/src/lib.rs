@@ -18,6 +18,7 @@
 
 pub mod check;
 pub mod clock;
+pub mod faults;
 pub mod net;
 pub mod params;
 pub mod record;

@@ -14,7 +14,7 @@ use wormhole_sim::runner::{replay_command, run_batch};
 use wormhole_sim::{run_one, ClientFaults, Scenario};
 
 const USAGE: &str = "usage: wormhole-sim [--seeds A..B | --seed N] [--scenario NAME]... [--trace] [--threads N] [--fault forget-unechoed|schedule-off-by-one|replay-randomness]...
-scenarios: happy, http, mixed, latency, partition, relay-crash, client-crash, restore-twice, late-peer, late-peer-days, wrong-code, crowded, timeout, abandoned (all when none is named)";
+scenarios: happy, http, mixed, latency, partition, relay-crash, client-crash, restore-twice, late-peer, late-peer-days, wrong-code, crowded, timeout, abandoned, multi-relay (all when none is named)";
 
 struct Args {
     seeds: Range<u64>,
