@@ -90,10 +90,13 @@ pub(crate) fn relay_host(sim: &mut turmoil::Sim<'_>, params: &Params, disk: &Rel
 /// `params.relays` relay hosts (`relay0`, `relay1`, …), each a relay process following the
 /// shared store of `disk` (the production `spawn_shared` runner, watched) with its own seed
 /// per host and boot. Returns each host's name and the mailboxes its current boot listens to.
+/// `no_feed` (a deliberate fault): the processes run the plain runner on the shared store,
+/// deaf to each other's changes.
 pub(crate) fn shared_relay_hosts(
     sim: &mut turmoil::Sim<'_>,
     params: &Params,
     disk: &RelayDisk,
+    no_feed: bool,
 ) -> Vec<(String, ListenedMailboxes)> {
     let mut watched = Vec::new();
     let Some(store) = disk.shared() else {
@@ -127,7 +130,11 @@ pub(crate) fn shared_relay_hosts(
                     derive_seed(seed, &format!("{name} relay boot {boot}")),
                 );
                 let clock = Arc::new(SimClock);
-                let _relay = spawn_shared_watched(listeners, store, options, clock, listened);
+                let _relay = if no_feed {
+                    spawn(listeners, store, options, clock)
+                } else {
+                    spawn_shared_watched(listeners, store, options, clock, listened)
+                };
                 std::future::pending::<()>().await;
                 Ok(())
             }

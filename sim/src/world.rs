@@ -41,6 +41,11 @@ pub struct ClientFaults {
     pub schedule_off_by_one: bool,
     /// A restored session keeps its saved random stream (no fresh entropy).
     pub replay_randomness: bool,
+    /// The relay processes of a multi-process scenario do not follow the shared store's
+    /// change feed (the plain runner instead of `spawn_shared`): a message added through one
+    /// process never reaches the listeners on another. (A fault of the simulated relay, not
+    /// of the clients; kept here with the others.)
+    pub no_change_feed: bool,
 }
 
 /// How one client ended.
@@ -468,7 +473,7 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
     // The relay hosts: production listener and runner over turmoil TCP; the store outlives
     // crashes.
     let watched = if params.relays > 1 {
-        shared_relay_hosts(&mut sim, params, &disk)
+        shared_relay_hosts(&mut sim, params, &disk, faults.no_change_feed)
     } else {
         relay_host(&mut sim, params, &disk);
         Vec::new()
