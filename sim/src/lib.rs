@@ -11,7 +11,7 @@
 //! in-memory `SharedMemoryStore` standing for Redis; WebSocket clients reach them through a
 //! load balancer ([`net::Balancer`]), so reconnections move between processes.
 //!
-//! A run is one [`Scenario`] with the [`Params`] its seed draws; [`check`] lists the
+//! A run is one [`Scenario`] with the [`Params`] its seed draws; [`check()`] lists the
 //! invariants it broke. [`runner`] runs many seeds on all cores.
 
 #![warn(missing_docs)]

@@ -1,7 +1,7 @@
 //! The relay hosts: the production listener and runner on turmoil hosts, their store kept
 //! outside so that it survives crashes. One relay process on its own store
-//! ([`relay_host`]), or several processes on one shared store, as relay processes on one
-//! Redis ([`shared_relay_hosts`]).
+//! (`relay_host`), or several processes on one shared store, as relay processes on one
+//! Redis (`shared_relay_hosts`).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
