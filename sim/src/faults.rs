@@ -81,6 +81,16 @@ pub enum NetFault {
         /// How long.
         lasting: Duration,
     },
+    /// Of several relay hosts, the link to the one a client is on at the time holds its
+    /// segments, then delivers them late (the client may have moved to another host by then).
+    HoldHostOf {
+        /// Whose link (alice or bob).
+        target: Target,
+        /// Start, after the client first connected.
+        at: Duration,
+        /// How long.
+        lasting: Duration,
+    },
     /// Every change feed of the shared store reports a gap (`MailboxChange::Resync`).
     Resync {
         /// When, after both clients first connected.
@@ -136,6 +146,16 @@ impl fmt::Display for NetFault {
                 write!(
                     f,
                     "partition {target:?} from its relay host at +{at:.3?} for {lasting:.3?}"
+                )
+            }
+            NetFault::HoldHostOf {
+                target,
+                at,
+                lasting,
+            } => {
+                write!(
+                    f,
+                    "hold {target:?}'s link to its relay host at +{at:.3?} for {lasting:.3?}"
                 )
             }
             NetFault::Resync { at } => write!(f, "feeds resync at +{at:.3?}"),

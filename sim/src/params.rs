@@ -52,8 +52,8 @@ pub enum Scenario {
     /// Two or three relay hosts, processes of one relay on a shared store (standing for
     /// Redis); alice and bob start on different ones. WebSocket clients reconnect through a
     /// load balancer (to any live host); an HTTP-polling client keeps to its host. The host a
-    /// client is on crashes (and is maybe restarted), clients are partitioned from their host,
-    /// the store's change feeds skip (resync).
+    /// client is on crashes (and is maybe restarted), clients are partitioned from their host
+    /// or their segments to it held, the store's change feeds skip (resync).
     MultiRelay,
 }
 
@@ -413,7 +413,7 @@ fn multi_relay(p: &mut Params, rng: &mut ChaCha8Rng) {
         } else {
             Target::Bob
         };
-        let fault = match rng.gen_range(0..3) {
+        let fault = match rng.gen_range(0..4) {
             0 => {
                 // A host stays down for good only when no client is pinned to one (HTTP), and
                 // only one: the others can still serve.
@@ -431,6 +431,16 @@ fn multi_relay(p: &mut Params, rng: &mut ChaCha8Rng) {
             1 => {
                 let lasting = ms_between(rng, 200, 60_000);
                 let fault = NetFault::PartitionHostOf {
+                    target: who,
+                    at,
+                    lasting,
+                };
+                at += lasting;
+                fault
+            }
+            2 => {
+                let lasting = ms_between(rng, 100, 20_000);
+                let fault = NetFault::HoldHostOf {
                     target: who,
                     at,
                     lasting,

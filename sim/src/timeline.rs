@@ -142,6 +142,7 @@ fn start_of(f: &NetFault) -> Duration {
         | NetFault::CrashBob { at, .. }
         | NetFault::CrashHostOf { at, .. }
         | NetFault::PartitionHostOf { at, .. }
+        | NetFault::HoldHostOf { at, .. }
         | NetFault::Resync { at } => *at,
     }
 }
@@ -153,7 +154,8 @@ fn length_of(f: &NetFault) -> Option<Duration> {
         | NetFault::Hold { lasting, .. }
         | NetFault::CrashRelay { lasting, .. }
         | NetFault::CrashBob { lasting, .. }
-        | NetFault::PartitionHostOf { lasting, .. } => Some(*lasting),
+        | NetFault::PartitionHostOf { lasting, .. }
+        | NetFault::HoldHostOf { lasting, .. } => Some(*lasting),
         NetFault::CrashHostOf { lasting, .. } => *lasting,
         NetFault::Resync { .. } => None,
     }
@@ -164,7 +166,8 @@ fn anchor(f: &NetFault, log: &Log) -> Option<Duration> {
     let hosts: &[&str] = match f {
         NetFault::Partition { target, .. }
         | NetFault::Hold { target, .. }
-        | NetFault::PartitionHostOf { target, .. } => target.hosts(),
+        | NetFault::PartitionHostOf { target, .. }
+        | NetFault::HoldHostOf { target, .. } => target.hosts(),
         NetFault::CrashRelay { .. } | NetFault::CrashHostOf { .. } | NetFault::Resync { .. } => {
             &["alice", "bob"]
         }
@@ -246,6 +249,14 @@ fn cut(
             );
             return Some(host);
         }
+        NetFault::HoldHostOf { target, .. } => {
+            let host = host_of(params, *target, log);
+            for h in target.hosts() {
+                sim.hold(*h, host.as_str());
+            }
+            log.push_at(now, "sim", What::Net(format!("hold {target:?} to {host}")));
+            return Some(host);
+        }
         NetFault::Resync { .. } => {
             if let Some(store) = disk.shared() {
                 store.resync_all();
@@ -291,6 +302,16 @@ fn mend(sim: &mut turmoil::Sim<'_>, f: &NetFault, host: Option<String>, log: &Lo
                 now,
                 "sim",
                 What::Net(format!("repair {target:?} to {host}")),
+            );
+        }
+        NetFault::HoldHostOf { target, .. } => {
+            for h in target.hosts() {
+                sim.release(*h, host.as_str());
+            }
+            log.push_at(
+                now,
+                "sim",
+                What::Net(format!("release {target:?} to {host}")),
             );
         }
         NetFault::Resync { .. } => {}
