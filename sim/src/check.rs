@@ -480,7 +480,8 @@ fn pruned(data: &RunData, entries: &[Entry], v: &mut Vec<String>) {
 }
 
 /// Once every side's mailbox close was confirmed by the relay, the relay holds nothing for
-/// the exchange.
+/// the exchange, in its store nor (several relay processes) in any running process's
+/// listeners.
 fn relay_state(data: &RunData, entries: &[Entry], v: &mut Vec<String>) {
     let all_closed = data.outcomes.iter().all(|(who, _)| {
         let got = |t: &str| {
@@ -493,6 +494,15 @@ fn relay_state(data: &RunData, entries: &[Entry], v: &mut Vec<String>) {
     });
     if !all_closed {
         return;
+    }
+    // Each relay process's own state: a mailbox closed through any of them (and so deleted)
+    // has no listener left on any.
+    for (host, listened) in &data.listening {
+        if !listened.is_empty() {
+            v.push(format!(
+                "every side closed, yet relay host {host} still listens to mailboxes {listened:?}"
+            ));
+        }
     }
     let (names, boxes) = match data.disk.contents(APPID) {
         Ok(c) => c,

@@ -6,16 +6,23 @@
 //! over turmoil TCP. Time is virtual ([`SimClock`]); every random choice comes from the seed
 //! (turmoil's network, the clients' and the relay's generators), so a seed replays exactly.
 //!
-//! A run is one [`Scenario`] with the [`Params`] its seed draws; [`check`] lists the
+//! The `multi-relay` scenario runs two or three relay hosts, each the production runner for a
+//! store shared by several processes (`wormhole::relay::server::spawn_shared`) over one
+//! in-memory `SharedMemoryStore` standing for Redis; WebSocket clients reach them through a
+//! load balancer ([`net::Balancer`]), so reconnections move between processes.
+//!
+//! A run is one [`Scenario`] with the [`Params`] its seed draws; [`check()`] lists the
 //! invariants it broke. [`runner`] runs many seeds on all cores.
 
 #![warn(missing_docs)]
 
 pub mod check;
 pub mod clock;
+pub mod faults;
 pub mod net;
 pub mod params;
 pub mod record;
+pub mod relays;
 pub mod runner;
 pub mod store;
 mod timeline;

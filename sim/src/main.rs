@@ -13,8 +13,8 @@ use std::time::Duration;
 use wormhole_sim::runner::{replay_command, run_batch};
 use wormhole_sim::{run_one, ClientFaults, Scenario};
 
-const USAGE: &str = "usage: wormhole-sim [--seeds A..B | --seed N] [--scenario NAME]... [--trace] [--threads N] [--fault forget-unechoed|schedule-off-by-one|replay-randomness]...
-scenarios: happy, http, mixed, latency, partition, relay-crash, client-crash, restore-twice, late-peer, late-peer-days, wrong-code, crowded, timeout, abandoned (all when none is named)";
+const USAGE: &str = "usage: wormhole-sim [--seeds A..B | --seed N] [--scenario NAME]... [--trace] [--threads N] [--fault forget-unechoed|schedule-off-by-one|replay-randomness|no-change-feed]...
+scenarios: happy, http, mixed, latency, partition, relay-crash, client-crash, restore-twice, late-peer, late-peer-days, wrong-code, crowded, timeout, abandoned, multi-relay (all when none is named)";
 
 struct Args {
     seeds: Range<u64>,
@@ -66,6 +66,7 @@ fn parse() -> Result<Args, String> {
                 "forget-unechoed" => args.faults.forget_unechoed = true,
                 "schedule-off-by-one" => args.faults.schedule_off_by_one = true,
                 "replay-randomness" => args.faults.replay_randomness = true,
+                "no-change-feed" => args.faults.no_change_feed = true,
                 other => return Err(format!("unknown fault {other:?}")),
             },
             "-h" | "--help" => {

@@ -2,9 +2,15 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use wormhole_transports::net::{Acceptor, BoxedStream, Dialer};
+
+use crate::record::{Log, What};
 
 /// Dials turmoil TCP: the production WebSocket client runs over it unchanged
 /// (`WebSocketTransport::with_dialer`).
@@ -16,6 +22,76 @@ impl Dialer for TurmoilDialer {
     async fn dial(&self, host: &str, port: u16) -> io::Result<BoxedStream> {
         let stream = turmoil::net::TcpStream::connect((host, port)).await?;
         Ok(Box::new(stream))
+    }
+}
+
+/// The note a [`Balancer`] logs for the relay host a connection went to.
+pub const VIA: &str = "via ";
+
+/// How long a [`Balancer`] waits for one relay host to answer before it tries the next (a
+/// crashed or partitioned host refuses at once in turmoil; this bounds anything else).
+pub const HOST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A load balancer in front of several relay hosts (processes on one shared store), as the
+/// client's dialer: whatever host the URL names, each dial tries the relay hosts in turn,
+/// from the first one drawn for it, and skips the ones that refuse (crashed, partitioned away).
+/// The first dial starts at a given host; every later one (a reconnection) at a host drawn
+/// from the seed, so a client moves between relay processes within one session. Each host
+/// reached is noted in the log ([`VIA`] and its name).
+#[derive(Debug)]
+pub struct Balancer {
+    hosts: Vec<String>,
+    who: &'static str,
+    log: Log,
+    state: Mutex<(Option<usize>, ChaCha8Rng)>,
+}
+
+impl Balancer {
+    /// Balances over `hosts`, the first dial starting at `first`; later starts come from
+    /// `seed`.
+    pub fn new(
+        hosts: Vec<String>,
+        first: usize,
+        seed: [u8; 32],
+        who: &'static str,
+        log: Log,
+    ) -> Balancer {
+        Balancer {
+            hosts,
+            who,
+            log,
+            state: Mutex::new((Some(first), ChaCha8Rng::from_seed(seed))),
+        }
+    }
+
+    fn start(&self) -> usize {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match state.0.take() {
+            Some(first) => first,
+            None => state.1.gen_range(0..self.hosts.len().max(1)),
+        }
+    }
+}
+
+#[async_trait]
+impl Dialer for Balancer {
+    async fn dial(&self, _host: &str, port: u16) -> io::Result<BoxedStream> {
+        let start = self.start();
+        let n = self.hosts.len();
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no relay host");
+        for k in 0..n {
+            let host = &self.hosts[(start + k) % n];
+            let connect = turmoil::net::TcpStream::connect((host.as_str(), port));
+            match tokio::time::timeout(HOST_TIMEOUT, connect).await {
+                Ok(Ok(stream)) => {
+                    self.log.push(self.who, What::Note(format!("{VIA}{host}")));
+                    return Ok(Box::new(stream));
+                }
+                Ok(Err(e)) => last = e,
+                Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, host.clone()),
+            }
+        }
+        Err(last)
     }
 }
 

@@ -11,6 +11,8 @@ use wormhole::SchedulePreset;
 
 use crate::store::Backend;
 
+pub use crate::faults::{NetFault, Target};
+
 /// The scenarios, each run once per seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scenario {
@@ -47,11 +49,17 @@ pub enum Scenario {
     /// alice vanishes for good (her link is cut, she cannot close): the relay prunes the
     /// exchange in virtual time.
     Abandoned,
+    /// Two or three relay hosts, processes of one relay on a shared store (standing for
+    /// Redis); alice and bob start on different ones. WebSocket clients reconnect through a
+    /// load balancer (to any live host); an HTTP-polling client keeps to its host. The host a
+    /// client is on crashes (and is maybe restarted), clients are partitioned from their host
+    /// or their segments to it held, the store's change feeds skip (resync).
+    MultiRelay,
 }
 
 impl Scenario {
     /// Every scenario, in run order.
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::Happy,
         Scenario::Http,
         Scenario::Mixed,
@@ -66,6 +74,7 @@ impl Scenario {
         Scenario::Crowded,
         Scenario::Timeout,
         Scenario::Abandoned,
+        Scenario::MultiRelay,
     ];
 
     /// The scenario's name on the command line.
@@ -85,6 +94,7 @@ impl Scenario {
             Scenario::Crowded => "crowded",
             Scenario::Timeout => "timeout",
             Scenario::Abandoned => "abandoned",
+            Scenario::MultiRelay => "multi-relay",
         }
     }
 }
@@ -118,93 +128,6 @@ pub enum TransportKind {
     WebSocket,
     /// `http://` (polling).
     Http,
-}
-
-/// Which link a network fault cuts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// alice ↔ relay.
-    Alice,
-    /// bob ↔ relay.
-    Bob,
-    /// both clients ↔ relay.
-    Both,
-}
-
-impl Target {
-    /// The client hosts concerned.
-    pub fn hosts(self) -> &'static [&'static str] {
-        match self {
-            Target::Alice => &["alice"],
-            Target::Bob => &["bob"],
-            Target::Both => &["alice", "bob"],
-        }
-    }
-}
-
-/// A fault, timed from the moment the clients concerned were first connected (so a client's
-/// very first connection, whose failure is reported at once by design, is never hit).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum NetFault {
-    /// Segments are dropped both ways (the connection stalls until the keepalive notices).
-    Partition {
-        /// Which link.
-        target: Target,
-        /// Start, after the anchor.
-        at: Duration,
-        /// How long.
-        lasting: Duration,
-    },
-    /// Segments are held, then delivered late (a short outage that TCP rides out).
-    Hold {
-        /// Which link.
-        target: Target,
-        /// Start, after the anchor.
-        at: Duration,
-        /// How long.
-        lasting: Duration,
-    },
-    /// bob's host crashes and restarts (resuming from its journal).
-    CrashBob {
-        /// Crash, after bob first connected.
-        at: Duration,
-        /// Down for.
-        lasting: Duration,
-    },
-    /// The relay host crashes and restarts with its store.
-    CrashRelay {
-        /// Crash, after the anchor.
-        at: Duration,
-        /// Down for.
-        lasting: Duration,
-    },
-}
-
-impl fmt::Display for NetFault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NetFault::Partition {
-                target,
-                at,
-                lasting,
-            } => {
-                write!(f, "partition {target:?} at +{at:.3?} for {lasting:.3?}")
-            }
-            NetFault::Hold {
-                target,
-                at,
-                lasting,
-            } => {
-                write!(f, "hold {target:?} at +{at:.3?} for {lasting:.3?}")
-            }
-            NetFault::CrashRelay { at, lasting } => {
-                write!(f, "crash relay at +{at:.3?} for {lasting:.3?}")
-            }
-            NetFault::CrashBob { at, lasting } => {
-                write!(f, "crash bob at +{at:.3?} for {lasting:.3?}")
-            }
-        }
-    }
 }
 
 /// Everything a run depends on, drawn from (scenario, seed).
@@ -247,6 +170,10 @@ pub struct Params {
     pub linger: Option<Duration>,
     /// How alice and bob reach the relay.
     pub transports: (TransportKind, TransportKind),
+    /// Relay hosts (processes on one shared store when more than one).
+    pub relays: usize,
+    /// The relay host alice and bob first connect to (of `relays`).
+    pub starts: (usize, usize),
 }
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -297,6 +224,8 @@ impl Params {
             backend: Backend::Memory,
             linger: None,
             transports: (TransportKind::WebSocket, TransportKind::WebSocket),
+            relays: 1,
+            starts: (0, 0),
         };
         match scenario {
             Scenario::Happy => {}
@@ -434,6 +363,7 @@ impl Params {
                     p.backend = Backend::Sqlite;
                 }
             }
+            Scenario::MultiRelay => multi_relay(&mut p, &mut rng),
             Scenario::Timeout => {
                 p.timeout = ms_between(&mut rng, 5_000, 120_000);
                 p.limit = SECS(10 * 60);
@@ -449,6 +379,84 @@ impl Params {
             }
         }
         p
+    }
+}
+
+/// The draws of [`Scenario::MultiRelay`].
+fn multi_relay(p: &mut Params, rng: &mut ChaCha8Rng) {
+    p.backend = Backend::Shared;
+    // A longer exchange, so that the faults (timed from both clients' first connection) hit
+    // it in the middle.
+    p.messages = (rng.gen_range(2..=4), rng.gen_range(2..=4));
+    p.gap = ms_between(rng, 1_000, 3_000);
+    p.relays = rng.gen_range(2..=3);
+    let alice = rng.gen_range(0..p.relays);
+    let bob = (alice + rng.gen_range(1..p.relays)) % p.relays;
+    p.starts = (alice, bob);
+    // Mostly WebSocket (which moves between hosts); HTTP polling keeps to one host.
+    let mut kind = || {
+        if rng.gen_bool(0.25) {
+            TransportKind::Http
+        } else {
+            TransportKind::WebSocket
+        }
+    };
+    p.transports = (kind(), kind());
+    let http = p.transports.0 == TransportKind::Http || p.transports.1 == TransportKind::Http;
+    let n = rng.gen_range(if p.stormy { 1..=3 } else { 1..=1 });
+    let mut at = Duration::ZERO;
+    let mut gone = false;
+    for _ in 0..n {
+        at += ms_between(rng, 0, 3_000);
+        let who = if rng.gen_bool(0.5) {
+            Target::Alice
+        } else {
+            Target::Bob
+        };
+        let fault = match rng.gen_range(0..4) {
+            0 => {
+                // A host stays down for good only when no client is pinned to one (HTTP), and
+                // only one: the others can still serve.
+                let lasting = ms_between(rng, 10, 60_000);
+                let for_good = !http && !gone && rng.gen_bool(0.3);
+                gone |= for_good;
+                let fault = NetFault::CrashHostOf {
+                    target: who,
+                    at,
+                    lasting: (!for_good).then_some(lasting),
+                };
+                at += lasting;
+                fault
+            }
+            1 => {
+                let lasting = ms_between(rng, 200, 60_000);
+                let fault = NetFault::PartitionHostOf {
+                    target: who,
+                    at,
+                    lasting,
+                };
+                at += lasting;
+                fault
+            }
+            2 => {
+                let lasting = ms_between(rng, 100, 20_000);
+                let fault = NetFault::HoldHostOf {
+                    target: who,
+                    at,
+                    lasting,
+                };
+                at += lasting;
+                fault
+            }
+            _ => NetFault::Resync { at },
+        };
+        p.faults.push(fault);
+    }
+    // A gap in the feeds at a time of its own, on some seeds even without other faults.
+    if rng.gen_bool(0.5) {
+        p.faults.push(NetFault::Resync {
+            at: ms_between(rng, 0, 10_000),
+        });
     }
 }
 
@@ -502,6 +510,13 @@ impl fmt::Display for Params {
         }
         if self.backend == Backend::Sqlite {
             write!(f, ", relay on SQLite")?;
+        }
+        if self.relays > 1 {
+            write!(
+                f,
+                ", {} relay hosts on a shared store, alice first on {}, bob first on {}",
+                self.relays, self.starts.0, self.starts.1
+            )?;
         }
         if self.expiry_secs != 11.0 * 60.0 {
             write!(f, ", relay keeps mailboxes {} s", self.expiry_secs)?;

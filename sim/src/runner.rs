@@ -60,6 +60,9 @@ pub fn replay_command(scenario: Scenario, seed: u64, faults: ClientFaults) -> St
     if faults.replay_randomness {
         cmd.push_str(" --fault replay-randomness");
     }
+    if faults.no_change_feed {
+        cmd.push_str(" --fault no-change-feed");
+    }
     cmd
 }
 

@@ -1,11 +1,13 @@
 //! The relay's durable state, kept outside the relay host so that it survives a crash: a
-//! memory store shared by every boot of the relay host (standing for a disk), or a real SQLite
-//! file that every boot opens anew.
+//! memory store shared by every boot of the relay host (standing for a disk), a real SQLite
+//! file that every boot opens anew, or the production [`SharedMemoryStore`] that several relay
+//! hosts share (standing for Redis).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use wormhole::relay::shared::SharedMemoryStore;
 use wormhole::relay::{MailboxStore, MailboxTables, MemoryStore, SqliteStore, StoreError};
 
 /// A [`MemoryStore`] shared between the simulation (which inspects it) and every boot of the
@@ -43,6 +45,8 @@ pub enum Backend {
     Memory,
     /// [`SqliteStore`] on a file of its own.
     Sqlite,
+    /// [`SharedMemoryStore`], shared by several relay hosts (processes) with its change feed.
+    Shared,
 }
 
 /// The relay's "disk": what every boot of the relay host opens.
@@ -50,6 +54,7 @@ pub enum Backend {
 pub struct RelayDisk {
     memory: SharedStore,
     sqlite: Option<Arc<SqliteFile>>,
+    shared: Option<SharedMemoryStore>,
 }
 
 /// A database file in the temporary directory, deleted (with its WAL files) when dropped.
@@ -71,7 +76,7 @@ impl RelayDisk {
     pub fn new(backend: Backend) -> std::io::Result<RelayDisk> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let sqlite = match backend {
-            Backend::Memory => None,
+            Backend::Memory | Backend::Shared => None,
             Backend::Sqlite => {
                 let dir = std::env::temp_dir().join("wormhole-sim");
                 std::fs::create_dir_all(&dir)?;
@@ -83,12 +88,19 @@ impl RelayDisk {
         Ok(RelayDisk {
             memory: SharedStore::default(),
             sqlite,
+            shared: (backend == Backend::Shared).then(SharedMemoryStore::new),
         })
     }
 
     /// The memory store (for a [`Backend::Memory`] disk).
     pub fn memory(&self) -> SharedStore {
         self.memory.clone()
+    }
+
+    /// The store the relay hosts share (for a [`Backend::Shared`] disk): a clone, as each
+    /// relay process has its own connection to Redis.
+    pub fn shared(&self) -> Option<SharedMemoryStore> {
+        self.shared.clone()
     }
 
     /// Opens the SQLite database (for a [`Backend::Sqlite`] disk), as a relay boot does.
@@ -105,6 +117,9 @@ impl RelayDisk {
             boxes.sort();
             Ok((names, boxes))
         };
+        if let Some(mut shared) = self.shared() {
+            return shared.transaction(&mut read);
+        }
         match self.open_sqlite() {
             Some(store) => store?.transaction(&mut read),
             None => self.memory.clone().transaction(&mut read),

@@ -5,8 +5,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use crate::params::{NetFault, Params, Scenario};
+use crate::net::VIA;
+use crate::params::{NetFault, Params, Scenario, Target, TransportKind};
 use crate::record::{Log, What};
+use crate::relays::relay_name;
 use crate::store::RelayDisk;
 use crate::world::{Shared, APPID};
 
@@ -27,10 +29,10 @@ pub(crate) struct Joiner {
     pub software: Software,
 }
 
-/// A fault action due at a time.
+/// A fault action due at a time; a mend names the relay host its cut chose, if any.
 enum Action {
     Cut(NetFault),
-    Mend(NetFault),
+    Mend(NetFault, Option<String>),
 }
 
 /// Steps the simulation to its end, applying the faults when due.
@@ -68,17 +70,19 @@ pub(crate) fn drive(
             let due = match &pending[i] {
                 (Some(at), _) => Some(*at),
                 (None, Action::Cut(fault)) => anchor(fault, log).map(|a| a + start_of(fault)),
-                (None, Action::Mend(_)) => None,
+                (None, Action::Mend(..)) => None,
             };
             match due {
                 Some(at) if at <= now => {
                     let (_, action) = pending.remove(i);
                     match action {
                         Action::Cut(fault) => {
-                            cut(sim, &fault, log, now);
-                            pending.push((Some(now + length_of(&fault)), Action::Mend(fault)));
+                            let host = cut(sim, params, &fault, log, disk, now);
+                            if let Some(lasting) = length_of(&fault) {
+                                pending.push((Some(now + lasting), Action::Mend(fault, host)));
+                            }
                         }
-                        Action::Mend(fault) => mend(sim, &fault, log, now),
+                        Action::Mend(fault, host) => mend(sim, &fault, host, log, now),
                     }
                 }
                 Some(at) => {
@@ -135,24 +139,38 @@ fn start_of(f: &NetFault) -> Duration {
         NetFault::Partition { at, .. }
         | NetFault::Hold { at, .. }
         | NetFault::CrashRelay { at, .. }
-        | NetFault::CrashBob { at, .. } => *at,
+        | NetFault::CrashBob { at, .. }
+        | NetFault::CrashHostOf { at, .. }
+        | NetFault::PartitionHostOf { at, .. }
+        | NetFault::HoldHostOf { at, .. }
+        | NetFault::Resync { at } => *at,
     }
 }
 
-fn length_of(f: &NetFault) -> Duration {
+/// How long a fault lasts; `None`: it is never mended (or there is nothing to mend).
+fn length_of(f: &NetFault) -> Option<Duration> {
     match f {
         NetFault::Partition { lasting, .. }
         | NetFault::Hold { lasting, .. }
         | NetFault::CrashRelay { lasting, .. }
-        | NetFault::CrashBob { lasting, .. } => *lasting,
+        | NetFault::CrashBob { lasting, .. }
+        | NetFault::PartitionHostOf { lasting, .. }
+        | NetFault::HoldHostOf { lasting, .. } => Some(*lasting),
+        NetFault::CrashHostOf { lasting, .. } => *lasting,
+        NetFault::Resync { .. } => None,
     }
 }
 
 /// When the clients a fault concerns had all connected once.
 fn anchor(f: &NetFault, log: &Log) -> Option<Duration> {
     let hosts: &[&str] = match f {
-        NetFault::Partition { target, .. } | NetFault::Hold { target, .. } => target.hosts(),
-        NetFault::CrashRelay { .. } => &["alice", "bob"],
+        NetFault::Partition { target, .. }
+        | NetFault::Hold { target, .. }
+        | NetFault::PartitionHostOf { target, .. }
+        | NetFault::HoldHostOf { target, .. } => target.hosts(),
+        NetFault::CrashRelay { .. } | NetFault::CrashHostOf { .. } | NetFault::Resync { .. } => {
+            &["alice", "bob"]
+        }
         NetFault::CrashBob { .. } => &["bob"],
     };
     let mut latest = Duration::ZERO;
@@ -162,7 +180,36 @@ fn anchor(f: &NetFault, log: &Log) -> Option<Duration> {
     Some(latest)
 }
 
-fn cut(sim: &mut turmoil::Sim<'_>, f: &NetFault, log: &Log, now: Duration) {
+/// The relay host a client is on now (of several): an HTTP-polling client's own, else the
+/// last one its balancer reached.
+fn host_of(params: &Params, target: Target, log: &Log) -> String {
+    let (who, kind, first) = match target {
+        Target::Bob => ("bob", params.transports.1, params.starts.1),
+        _ => ("alice", params.transports.0, params.starts.0),
+    };
+    if kind == TransportKind::Http {
+        return relay_name(first);
+    }
+    log.entries()
+        .iter()
+        .rev()
+        .filter(|e| e.who == who)
+        .find_map(|e| match &e.what {
+            What::Note(n) => n.strip_prefix(VIA).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_else(|| relay_name(first))
+}
+
+/// Applies a fault; returns the relay host it chose, if it chose one.
+fn cut(
+    sim: &mut turmoil::Sim<'_>,
+    params: &Params,
+    f: &NetFault,
+    log: &Log,
+    disk: &RelayDisk,
+    now: Duration,
+) -> Option<String> {
     match f {
         NetFault::Partition { target, .. } => {
             for h in target.hosts() {
@@ -184,10 +231,44 @@ fn cut(sim: &mut turmoil::Sim<'_>, f: &NetFault, log: &Log, now: Duration) {
             sim.crash("bob");
             log.push_at(now, "sim", What::Net("crash bob".into()));
         }
+        NetFault::CrashHostOf { target, .. } => {
+            let host = host_of(params, *target, log);
+            sim.crash(host.as_str());
+            log.push_at(now, "sim", What::Net(format!("crash {host}")));
+            return Some(host);
+        }
+        NetFault::PartitionHostOf { target, .. } => {
+            let host = host_of(params, *target, log);
+            for h in target.hosts() {
+                sim.partition(*h, host.as_str());
+            }
+            log.push_at(
+                now,
+                "sim",
+                What::Net(format!("partition {target:?} from {host}")),
+            );
+            return Some(host);
+        }
+        NetFault::HoldHostOf { target, .. } => {
+            let host = host_of(params, *target, log);
+            for h in target.hosts() {
+                sim.hold(*h, host.as_str());
+            }
+            log.push_at(now, "sim", What::Net(format!("hold {target:?} to {host}")));
+            return Some(host);
+        }
+        NetFault::Resync { .. } => {
+            if let Some(store) = disk.shared() {
+                store.resync_all();
+            }
+            log.push_at(now, "sim", What::Net("change feeds resync".into()));
+        }
     }
+    None
 }
 
-fn mend(sim: &mut turmoil::Sim<'_>, f: &NetFault, log: &Log, now: Duration) {
+fn mend(sim: &mut turmoil::Sim<'_>, f: &NetFault, host: Option<String>, log: &Log, now: Duration) {
+    let host = host.unwrap_or_else(|| "relay".into());
     match f {
         NetFault::Partition { target, .. } => {
             for h in target.hosts() {
@@ -209,5 +290,30 @@ fn mend(sim: &mut turmoil::Sim<'_>, f: &NetFault, log: &Log, now: Duration) {
             sim.bounce("bob");
             log.push_at(now, "sim", What::Net("restart bob".into()));
         }
+        NetFault::CrashHostOf { .. } => {
+            sim.bounce(host.as_str());
+            log.push_at(now, "sim", What::Net(format!("restart {host}")));
+        }
+        NetFault::PartitionHostOf { target, .. } => {
+            for h in target.hosts() {
+                sim.repair(*h, host.as_str());
+            }
+            log.push_at(
+                now,
+                "sim",
+                What::Net(format!("repair {target:?} to {host}")),
+            );
+        }
+        NetFault::HoldHostOf { target, .. } => {
+            for h in target.hosts() {
+                sim.release(*h, host.as_str());
+            }
+            log.push_at(
+                now,
+                "sim",
+                What::Net(format!("release {target:?} to {host}")),
+            );
+        }
+        NetFault::Resync { .. } => {}
     }
 }

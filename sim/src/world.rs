@@ -3,23 +3,21 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
-use wormhole::relay::server::{spawn, ServerOptions};
-use wormhole::relay::RelayConfig;
 use wormhole::storage::{MemoryStorage, Storage};
 use wormhole::{Code, Error, Wormhole};
-use wormhole_transports::http::{HttpClientOptions, HttpPolling, HttpServerOptions, HttpTransport};
-use wormhole_transports::websocket::{WebSocketListener, WebSocketOptions, WebSocketTransport};
+use wormhole_transports::http::{HttpClientOptions, HttpTransport};
+use wormhole_transports::websocket::{WebSocketOptions, WebSocketTransport};
 
 use crate::clock::{SimClock, EPOCH_SECS};
-use crate::net::{TurmoilAcceptor, TurmoilDialer};
+use crate::net::{Balancer, TurmoilDialer};
 use crate::params::{Params, Scenario, TransportKind};
 use crate::record::{Log, RecordingTransport, What};
+use crate::relays::{http_url, relay_host, relay_name, shared_relay_hosts};
 use crate::store::RelayDisk;
 use crate::timeline::{drive, Joiner, Software};
 
@@ -43,6 +41,11 @@ pub struct ClientFaults {
     pub schedule_off_by_one: bool,
     /// A restored session keeps its saved random stream (no fresh entropy).
     pub replay_randomness: bool,
+    /// The relay processes of a multi-process scenario do not follow the shared store's
+    /// change feed (the plain runner instead of `spawn_shared`): a message added through one
+    /// process never reaches the listeners on another. (A fault of the simulated relay, not
+    /// of the clients; kept here with the others.)
+    pub no_change_feed: bool,
 }
 
 /// How one client ended.
@@ -97,6 +100,9 @@ pub struct RunData {
     pub outcomes: Vec<(String, Outcome)>,
     /// The relay's store (its disk) at the end.
     pub disk: RelayDisk,
+    /// The mailboxes each relay host still running at the end listens to (processes on a
+    /// shared store only), by host.
+    pub listening: Vec<(String, Vec<(String, String)>)>,
     /// Simulated time covered.
     pub elapsed: Duration,
     /// turmoil's verdict if the run did not complete.
@@ -150,36 +156,56 @@ struct ClientSpec {
 impl ClientSpec {
     fn wormhole(&self, timeout: Duration) -> Wormhole {
         let (inner, url) = self.transport();
-        let w = Wormhole::new(APPID, url)
+        let w = Wormhole::new(APPID, &url)
             .with_preset(self.params.preset)
             .with_timeout(Some(timeout));
         self.dress(w, inner, self.who)
     }
 
-    /// This client's production transport over turmoil TCP, and the URL it serves.
-    fn transport(&self) -> (Arc<dyn wormhole_transports::Transport>, &'static str) {
-        let kind = match self.who {
-            "alice" => self.params.transports.0,
-            "bob" => self.params.transports.1,
-            _ => TransportKind::WebSocket,
+    /// This client's production transport over turmoil TCP, and the URL it serves. With
+    /// several relay hosts, a WebSocket client dials through a [`Balancer`] (a reconnection
+    /// may land on another relay process); an HTTP-polling client keeps to the relay host
+    /// drawn for it for the whole session.
+    fn transport(&self) -> (Arc<dyn wormhole_transports::Transport>, String) {
+        let (kind, first) = match self.who {
+            "alice" => (self.params.transports.0, self.params.starts.0),
+            "bob" => (self.params.transports.1, self.params.starts.1),
+            _ => (TransportKind::WebSocket, 0),
         };
-        let (inner, url): (Arc<dyn wormhole_transports::Transport>, &str) = match kind {
-            TransportKind::WebSocket => (
-                Arc::new(
-                    WebSocketTransport::new(WebSocketOptions::default())
-                        .with_dialer(Arc::new(TurmoilDialer)),
-                ),
-                RELAY_URL,
-            ),
-            TransportKind::Http => (
-                Arc::new(
-                    HttpTransport::new(HttpClientOptions::default())
-                        .with_dialer(Arc::new(TurmoilDialer)),
-                ),
-                RELAY_HTTP_URL,
-            ),
-        };
-        (inner, url)
+        let multi = self.params.relays > 1;
+        match kind {
+            TransportKind::WebSocket => {
+                let transport = WebSocketTransport::new(WebSocketOptions::default());
+                let transport = if multi {
+                    let hosts = (0..self.params.relays).map(relay_name).collect();
+                    let seed = derive_seed(self.params.seed, &format!("{} balancer", self.who));
+                    transport.with_dialer(Arc::new(Balancer::new(
+                        hosts,
+                        first,
+                        seed,
+                        self.who,
+                        self.log.clone(),
+                    )))
+                } else {
+                    transport.with_dialer(Arc::new(TurmoilDialer))
+                };
+                (Arc::new(transport), RELAY_URL.to_string())
+            }
+            TransportKind::Http => {
+                let url = if multi {
+                    http_url(&relay_name(first))
+                } else {
+                    RELAY_HTTP_URL.to_string()
+                };
+                (
+                    Arc::new(
+                        HttpTransport::new(HttpClientOptions::default())
+                            .with_dialer(Arc::new(TurmoilDialer)),
+                    ),
+                    url,
+                )
+            }
+        }
     }
 
     /// The simulation's transport (recorded), clock, seed and faults on a wormhole (new or
@@ -444,51 +470,14 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
         .build();
 
-    // The relay: production listener and runner over turmoil TCP; the store outlives crashes.
-    let boots = Arc::new(AtomicU32::new(0));
-    {
-        let disk = disk.clone();
-        let seed = params.seed;
-        let expiry = params.expiry_secs;
-        sim.host("relay", move || {
-            let disk = disk.clone();
-            let boot = boots.fetch_add(1, Ordering::Relaxed);
-            async move {
-                let acceptor = TurmoilAcceptor::bind(RELAY_PORT).await?;
-                // One port for both, as the production relay: WebSocket upgrades, and HTTP
-                // polling through the listener's HTTP handler.
-                let (polling, sessions) = HttpPolling::new(HttpServerOptions::new(derive_seed(
-                    seed,
-                    &format!("http sessions boot {boot}"),
-                )));
-                let listener = WebSocketListener::from_acceptor(
-                    Box::new(acceptor),
-                    WebSocketOptions::relay(),
-                    polling,
-                )?;
-                let sessions = sessions.with_url(RELAY_HTTP_URL);
-                let options = ServerOptions {
-                    config: RelayConfig {
-                        channel_expiration_secs: expiry,
-                        ..RelayConfig::default()
-                    },
-                    // A restarted relay draws fresh randomness, never the crashed one's again.
-                    seed: Some(derive_seed(seed, &format!("relay boot {boot}"))),
-                    ..ServerOptions::default()
-                };
-                let listeners: Vec<Box<dyn wormhole_transports::Listener>> =
-                    vec![Box::new(listener), Box::new(sessions)];
-                let clock = Arc::new(SimClock);
-                // Held until the host crashes (which drops it, like a killed process).
-                let _relay = match disk.open_sqlite() {
-                    Some(store) => spawn(listeners, store?, options, clock),
-                    None => spawn(listeners, disk.memory(), options, clock),
-                };
-                std::future::pending::<()>().await;
-                Ok(())
-            }
-        });
-    }
+    // The relay hosts: production listener and runner over turmoil TCP; the store outlives
+    // crashes.
+    let watched = if params.relays > 1 {
+        shared_relay_hosts(&mut sim, params, &disk, faults.no_change_feed)
+    } else {
+        relay_host(&mut sim, params, &disk);
+        Vec::new()
+    };
 
     let alice_msgs = messages("alice", params.messages.0);
     let bob_msgs = messages("bob", params.messages.1);
@@ -570,6 +559,14 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
 
     let sim_error = drive(&mut sim, params, &log, &shared, joiners, &disk);
     let elapsed = sim.elapsed();
+    let listening = watched
+        .into_iter()
+        .filter(|(name, _)| sim.is_host_running(name.as_str()))
+        .map(|(name, listened)| {
+            let now = listened.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            (name, now)
+        })
+        .collect();
     drop(sim);
     let outcomes = std::mem::take(&mut shared.borrow_mut().outcomes);
     RunData {
@@ -577,6 +574,7 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
         log,
         outcomes,
         disk,
+        listening,
         elapsed,
         sim_error,
         sent: (alice_msgs, if with_bob { bob_msgs } else { Vec::new() }),

@@ -87,3 +87,21 @@ fn replaying_randomness_on_restore_fails_the_restore_twice_scenario_on_a_reused_
         report.violations
     );
 }
+
+#[test]
+fn relay_processes_deaf_to_the_change_feed_fail_the_multi_relay_scenario() {
+    let faults = ClientFaults {
+        no_change_feed: true,
+        ..ClientFaults::default()
+    };
+    let seed = first_failing_seed(Scenario::MultiRelay, faults, 20);
+    let report = run_one(Scenario::MultiRelay, seed, faults, false);
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.contains("expected both ok")),
+        "the exchange check caught it: {:?}",
+        report.violations
+    );
+}

@@ -1,4 +1,5 @@
-//! Every scenario for 100 seeds, every invariant checked on every run.
+//! Every scenario for 100 seeds (the multi-process one for more), every invariant checked on
+//! every run.
 
 use wormhole_sim::runner::{replay_command, run_batch};
 use wormhole_sim::{ClientFaults, Scenario};
@@ -6,15 +7,19 @@ use wormhole_sim::{ClientFaults, Scenario};
 const SEEDS: std::ops::Range<u64> = 0..100;
 
 fn all_seeds_pass(scenario: Scenario) {
+    seeds_pass(scenario, SEEDS);
+}
+
+fn seeds_pass(scenario: Scenario, seeds: std::ops::Range<u64>) {
     let summary = run_batch(
         &[scenario],
-        SEEDS,
+        seeds.clone(),
         ClientFaults::default(),
         1,
         &|_, _, _| {},
     );
     let totals = &summary.totals[&scenario];
-    assert_eq!(totals.runs, SEEDS.count());
+    assert_eq!(totals.runs, seeds.count());
     if !summary.failures.is_empty() {
         let mut msg = format!(
             "{scenario}: {} of {} seeds failed\n",
@@ -107,8 +112,15 @@ fn abandoned() {
     all_seeds_pass(Scenario::Abandoned);
 }
 
+/// Several relay processes on one shared store: more seeds, as each draws its own mix of
+/// hosts, transports and faults (a few seconds in debug).
+#[test]
+fn multi_relay() {
+    seeds_pass(Scenario::MultiRelay, 0..300);
+}
+
 #[test]
 fn every_scenario_has_a_test() {
     // Keep this file in step with Scenario::ALL.
-    assert_eq!(Scenario::ALL.len(), 14);
+    assert_eq!(Scenario::ALL.len(), 15);
 }

@@ -170,7 +170,7 @@ pub fn spawn<S: MailboxStore + Send + 'static>(
     options: ServerOptions,
     clock: Arc<dyn Clock>,
 ) -> RelayHandle {
-    spawn_inner(listeners, store, None, options, clock)
+    spawn_inner(listeners, store, None, None, options, clock)
 }
 
 /// Starts a relay, as [`spawn`], over a store that other relay processes share: besides the
@@ -183,13 +183,16 @@ pub fn spawn_shared<S: SharedStore + Send + 'static>(
     clock: Arc<dyn Clock>,
 ) -> RelayHandle {
     let changes = store.changes();
-    spawn_inner(listeners, store, Some(changes), options, clock)
+    spawn_inner(listeners, store, Some(changes), None, options, clock)
 }
 
-fn spawn_inner<S: MailboxStore + Send + 'static>(
+/// Starts the runner; `listened`, if given, gets the listened mailboxes after every turn (see
+/// [`spawn_shared_watched`](super::shared::spawn_shared_watched)).
+pub(super) fn spawn_inner<S: MailboxStore + Send + 'static>(
     listeners: Vec<Box<dyn Listener>>,
     store: S,
     changes: Option<mpsc::UnboundedReceiver<MailboxChange>>,
+    listened: Option<super::shared::ListenedMailboxes>,
     options: ServerOptions,
     clock: Arc<dyn Clock>,
 ) -> RelayHandle {
@@ -202,7 +205,9 @@ fn spawn_inner<S: MailboxStore + Send + 'static>(
     });
     let relay =
         Relay::new(options.config.clone(), store, seed).with_metrics(options.metrics.clone());
-    let task = tokio::spawn(run(relay, listeners, changes, options, clock, stop_rx));
+    let task = tokio::spawn(run(
+        relay, listeners, changes, listened, options, clock, stop_rx,
+    ));
     RelayHandle {
         url,
         stop: Some(stop_tx),
@@ -265,6 +270,7 @@ async fn run<S: MailboxStore>(
     mut relay: Relay<S>,
     listeners: Vec<Box<dyn Listener>>,
     mut changes: Option<mpsc::UnboundedReceiver<MailboxChange>>,
+    listened: Option<super::shared::ListenedMailboxes>,
     options: ServerOptions,
     clock: Arc<dyn Clock>,
     mut stop: oneshot::Receiver<()>,
@@ -441,6 +447,13 @@ async fn run<S: MailboxStore>(
             add(&metrics.errors_total, now.errors_sent - counted.errors_sent);
             add(&metrics.exchanges_total, now.exchanges - counted.exchanges);
             counted = now;
+        }
+        if let Some(listened) = &listened {
+            let now = relay.listened_mailboxes();
+            let mut published = listened.lock().unwrap_or_else(|e| e.into_inner());
+            if *published != now {
+                *published = now;
+            }
         }
     }
     for task in accept_tasks {

@@ -10,9 +10,11 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
+use wormhole_transports::Listener;
 
 use super::fanout::MailboxChange;
 use super::memory::MemoryStore;
+use super::server::{spawn_inner, RelayHandle, ServerOptions};
 use super::store::{
     MailboxRecord, MailboxSide, MailboxStore, MailboxTables, NameplateRecord, NameplateSide,
     StoreError, StoredMessage,
@@ -101,6 +103,33 @@ impl SharedStore for SharedMemoryStore {
         self.lock().feeds.push(tx);
         rx
     }
+}
+
+/// The mailboxes a running relay has listeners for (sorted), as its task last published
+/// them: see [`spawn_shared_watched`].
+pub type ListenedMailboxes = Arc<Mutex<Vec<(String, String)>>>;
+
+/// Starts a relay as [`server::spawn_shared`](super::server::spawn_shared), publishing into
+/// `listened` after every turn the mailboxes it has listeners for
+/// ([`Relay::listened_mailboxes`](super::Relay::listened_mailboxes)), so that a test or a
+/// simulation of several relay processes can check what each process still holds (for
+/// example nothing, once every mailbox was closed through whichever process).
+pub fn spawn_shared_watched<S: SharedStore + Send + 'static>(
+    listeners: Vec<Box<dyn Listener>>,
+    store: S,
+    options: ServerOptions,
+    clock: Arc<dyn crate::clock::Clock>,
+    listened: ListenedMailboxes,
+) -> RelayHandle {
+    let changes = store.changes();
+    spawn_inner(
+        listeners,
+        store,
+        Some(changes),
+        Some(listened),
+        options,
+        clock,
+    )
 }
 
 /// Passes every call on to the tables and notes the changes a feed must report.
