@@ -34,8 +34,10 @@
 //! Frames are JSON text: each travels inside a JSON answer, so the relay side refuses to send
 //! a frame that is not JSON, and a client's frames must be JSON for its `send` to be accepted.
 
+mod api;
 mod client;
 mod hyper_client;
+pub mod peers;
 mod server;
 mod session;
 #[cfg(feature = "surf")]
@@ -43,6 +45,10 @@ mod surf;
 mod wire;
 
 pub use self::client::{HttpClientOptions, HttpConnection, HttpTransport};
+pub use self::peers::{
+    ForwardError, ForwardKind, ForwardedRequest, ForwardedResponse, Instance, MemoryPeerBus,
+    MemorySessionPeers, SessionPeers,
+};
 pub use self::server::{
     serve_metrics, HttpMetrics, HttpPolling, HttpServerOptions, SessionListener,
 };
