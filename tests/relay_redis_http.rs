@@ -289,3 +289,49 @@ async fn the_owner_process_killed_mid_exchange_its_client_opens_a_new_session() 
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_redis_is_down_forwards_fail_fast_with_503_then_work_again() {
+    within(async {
+        let mut redis = TestRedis::start(false).await;
+        let relays = three_relays(&redis).await;
+        let (r1, r2) = (relays[0].addr, relays[1].addr);
+        let (status, body) = raw(r1, "POST", "/v1/http/session", "").await;
+        assert_eq!(status, 201, "{body}");
+        let id = json_of(&body)["session"].as_str().unwrap().to_owned();
+        let events = format!("/v1/http/session/{id}/events?after=1");
+        assert_eq!(raw(r2, "GET", &events, "").await.0, 200);
+
+        redis.kill().await;
+        let started = std::time::Instant::now();
+        let (status, body) = raw(r2, "GET", &events, "").await;
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "not fast: {:?}",
+            started.elapsed()
+        );
+        // Its owner still serves the session itself.
+        assert_eq!(raw(r1, "GET", &events, "").await.0, 200);
+
+        redis.restart().await;
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let (status, body) = raw(r2, "GET", &events, "").await;
+            if status == 200 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "forwarding did not come back after Redis did: {status} {body}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let log = relays[1].log();
+        assert!(
+            log.contains("lost Redis"),
+            "the loss was not logged:\n{log}"
+        );
+    })
+    .await
+}
