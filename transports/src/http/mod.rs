@@ -31,6 +31,10 @@
 //!   A session [wants receipts](crate::Connection::wants_receipts): the relay runner tells it
 //!   when the frames of a `send` were handled, so the answer carries their replies.
 //!
+//! * Several relay processes: with [`HttpServerOptions::peers`], a session belongs to the
+//!   process that opened it (its [`Instance`] tag is part of the session id) and the others
+//!   forward its requests there through [`SessionPeers`]; see [`peers`].
+//!
 //! Frames are JSON text: each travels inside a JSON answer, so the relay side refuses to send
 //! a frame that is not JSON, and a client's frames must be JSON for its `send` to be accepted.
 
