@@ -402,7 +402,14 @@ impl Subscriber {
         let message: Message = match serde_json::from_slice(payload) {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(error = %e, "HTTP peers: an unreadable message; ignored");
+                // Not the error's text: it may quote the message, which may hold a session id.
+                tracing::warn!(
+                    kind = ?e.classify(),
+                    line = e.line(),
+                    column = e.column(),
+                    bytes = payload.len(),
+                    "HTTP peers: an unreadable message; ignored"
+                );
                 return;
             }
         };
