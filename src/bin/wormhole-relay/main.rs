@@ -371,7 +371,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     // With Redis, HTTP-polling sessions are shared too: a request that reaches another
     // process than the session's owner is forwarded to the owner.
-    let peers: Option<Arc<dyn SessionPeers>> = if redis_store {
+    let redis_peers = if redis_store {
         let instance = Instance(rand::rngs::OsRng.next_u64());
         let peers = RedisSessionPeers::new(&args.store, instance, &redis_options)
             .map_err(|e| format!("cannot use the Redis store: {}", error_chain(&e)))?;
@@ -380,6 +380,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         None
     };
+    let peers = redis_peers.clone().map(|p| p as Arc<dyn SessionPeers>);
     let (polling, sessions) = HttpPolling::new(HttpServerOptions {
         session_idle: args.http_session_idle,
         max_body_bytes: ws_options.hard_frame_limit(),
@@ -390,6 +391,14 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         peers,
         ..HttpServerOptions::new(seed)
     });
+    if let Some(peers) = &redis_peers {
+        // Before serving: a session opened here must be reachable from the other processes.
+        if !peers.wait_subscribed(redis_options.timeout).await {
+            tracing::warn!(
+                "HTTP peers: not yet listening on Redis; other processes may find this one's sessions gone until then"
+            );
+        }
+    }
     let listener = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = ServerTls::from_pem_files(cert, key).map_err(|e| error_chain(&e))?;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use wormhole_transports::http::{
     ForwardError, ForwardedRequest, ForwardedResponse, HttpPolling, Instance, SessionPeers,
@@ -88,6 +88,8 @@ struct Inner {
     /// Forwards waiting for their answer, by number.
     pending: Mutex<HashMap<u64, oneshot::Sender<ForwardedResponse>>>,
     next_id: AtomicU64,
+    /// Whether the subscriber listens on this process's channel now.
+    subscribed: watch::Sender<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -167,8 +169,21 @@ impl RedisSessionPeers {
                 publisher: Mutex::new(tx),
                 pending: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
+                subscribed: watch::Sender::new(false),
             }),
         })
+    }
+}
+
+impl RedisSessionPeers {
+    /// Waits (up to `timeout`) until this process listens on its channel, so that requests
+    /// other processes forward for its sessions reach it; `false` if it does not by then.
+    /// A relay calls it once its [`HttpPolling`] is made, before it serves clients.
+    pub async fn wait_subscribed(&self, timeout: Duration) -> bool {
+        let mut rx = self.inner.subscribed.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|s| *s))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }
 
@@ -355,7 +370,11 @@ impl Subscriber {
     fn run(self) {
         let mut lost = false;
         while self.polling.strong_count() > 0 && self.inner.strong_count() > 0 {
-            match self.follow(&mut lost) {
+            let followed = self.follow(&mut lost);
+            if let Some(inner) = self.inner.upgrade() {
+                inner.subscribed.send_replace(false);
+            }
+            match followed {
                 Ok(()) => return,
                 Err(e) => {
                     if !lost {
@@ -376,6 +395,9 @@ impl Subscriber {
         con.set_read_timeout(Some(IDLE_CHECK))?;
         let mut pubsub = con.as_pubsub();
         pubsub.subscribe(&self.channel)?;
+        if let Some(inner) = self.inner.upgrade() {
+            inner.subscribed.send_replace(true);
+        }
         if std::mem::take(lost) {
             tracing::info!("HTTP peers: the subscriber is back on Redis");
         } else {
