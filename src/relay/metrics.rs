@@ -22,6 +22,9 @@ pub struct Metrics {
     pub http_sessions_total: AtomicU64,
     /// HTTP requests served since start (every route, including `/metrics`).
     pub http_requests_total: AtomicU64,
+    /// HTTP requests forwarded to the relay process that owns their session since start
+    /// (several processes on one Redis).
+    pub http_forwarded_total: AtomicU64,
     /// Frames received from clients since start (both transports).
     pub frames_received_total: AtomicU64,
     /// Mailboxes closed by their last side since start: one per finished exchange.
@@ -92,6 +95,11 @@ impl Metrics {
                 &self.http_requests_total,
             ),
             (
+                "wormhole_relay_http_forwarded_total",
+                "HTTP requests forwarded to the relay process that owns their session.",
+                &self.http_forwarded_total,
+            ),
+            (
                 "wormhole_relay_frames_received_total",
                 "Frames received from clients since start.",
                 &self.frames_received_total,
@@ -141,6 +149,10 @@ impl wormhole_transports::http::HttpMetrics for Metrics {
 
     fn render(&self) -> String {
         Metrics::render(self)
+    }
+
+    fn forwarded(&self) {
+        Metrics::inc(&self.http_forwarded_total);
     }
 }
 

@@ -23,11 +23,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use rand::RngCore;
 use wormhole::clock::TokioClock;
 use wormhole::relay::metrics::Metrics;
-use wormhole::relay::redis::{RedisOptions, RedisStore};
+use wormhole::relay::redis::{RedisOptions, RedisSessionPeers, RedisStore};
 use wormhole::relay::server::{spawn, spawn_shared, ServerOptions};
 use wormhole::relay::sqlite::Synchronous;
 use wormhole::relay::{Limits, MemoryStore, Rate, RelayConfig, SqliteStore};
-use wormhole::transports::http::{serve_metrics, HttpPolling, HttpServerOptions};
+use wormhole::transports::http::{
+    serve_metrics, HttpPolling, HttpServerOptions, Instance, SessionPeers,
+};
 use wormhole::transports::websocket::{
     raise_nofile_limit, ServerTls, WebSocketListener, WebSocketOptions,
 };
@@ -358,6 +360,27 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = Arc::new(Metrics::default());
     let mut seed = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut seed);
+    let clock = Arc::new(TokioClock::new());
+    let redis_store = args.db.is_none()
+        && (args.store.starts_with("redis://") || args.store.starts_with("redis+unix://"));
+    let redis_options = RedisOptions {
+        prefix: args.redis_prefix.clone(),
+        timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
+        clock: clock.clone(),
+        ..RedisOptions::default()
+    };
+    // With Redis, HTTP-polling sessions are shared too: a request that reaches another
+    // process than the session's owner is forwarded to the owner.
+    let redis_peers = if redis_store {
+        let instance = Instance(rand::rngs::OsRng.next_u64());
+        let peers = RedisSessionPeers::new(&args.store, instance, &redis_options)
+            .map_err(|e| format!("cannot use the Redis store: {}", error_chain(&e)))?;
+        tracing::info!(%instance, "HTTP-polling sessions shared over Redis");
+        Some(Arc::new(peers))
+    } else {
+        None
+    };
+    let peers = redis_peers.clone().map(|p| p as Arc<dyn SessionPeers>);
     let (polling, sessions) = HttpPolling::new(HttpServerOptions {
         session_idle: args.http_session_idle,
         max_body_bytes: ws_options.hard_frame_limit(),
@@ -365,8 +388,17 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         trust_proxy_headers: args.behind_proxy,
         metrics: Some(metrics.clone()),
         serve_metrics: args.metrics == MetricsAt::Same,
+        peers,
         ..HttpServerOptions::new(seed)
     });
+    if let Some(peers) = &redis_peers {
+        // Before serving: a session opened here must be reachable from the other processes.
+        if !peers.wait_subscribed(redis_options.timeout).await {
+            tracing::warn!(
+                "HTTP peers: not yet listening on Redis; other processes may find this one's sessions gone until then"
+            );
+        }
+    }
     let listener = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = ServerTls::from_pem_files(cert, key).map_err(|e| error_chain(&e))?;
@@ -415,7 +447,6 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         source_bytes_per_sec: args.source_bytes_per_sec,
     };
     let listeners: Vec<Box<dyn Listener>> = vec![Box::new(listener), Box::new(sessions)];
-    let clock = Arc::new(TokioClock::new());
     let relay = match &args.db {
         Some(path) => {
             let sync = match args.db_sync {
@@ -428,13 +459,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             spawn(listeners, store, options, clock)
         }
         None if args.store == "memory" => spawn(listeners, MemoryStore::default(), options, clock),
-        None if args.store.starts_with("redis://") || args.store.starts_with("redis+unix://") => {
-            let redis_options = RedisOptions {
-                prefix: args.redis_prefix.clone(),
-                timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
-                clock: clock.clone(),
-                ..RedisOptions::default()
-            };
+        None if redis_store => {
             let store = RedisStore::open(&args.store, redis_options)
                 .map_err(|e| format!("cannot use the Redis store: {}", error_chain(&e)))?;
             tracing::info!(prefix = %args.redis_prefix, "state kept in Redis, shared");

@@ -35,9 +35,16 @@
 //! and forwards each entry as a [`MailboxChange`]; after losing Redis it resumes from the last
 //! entry it saw (logging how many it replayed), or sends [`MailboxChange::Resync`] when the
 //! stream no longer reaches back that far.
+//!
+//! # HTTP-polling sessions
+//! With feature `http`, [`RedisSessionPeers`] lets the processes serve each other's
+//! HTTP-polling sessions: a request that reaches a process other than the session's owner is
+//! forwarded to the owner over Redis pub/sub (see its module docs).
 
 mod feed;
 mod keys;
+#[cfg(feature = "http")]
+mod peers;
 #[cfg(test)]
 mod tests;
 mod tx;
@@ -47,6 +54,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+
+#[cfg(feature = "http")]
+pub use self::peers::{PeersUnreachable, RedisSessionPeers};
 
 use self::keys::Keys;
 use self::tx::{Committed, RedisTx};

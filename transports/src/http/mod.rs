@@ -31,11 +31,17 @@
 //!   A session [wants receipts](crate::Connection::wants_receipts): the relay runner tells it
 //!   when the frames of a `send` were handled, so the answer carries their replies.
 //!
+//! * Several relay processes: with [`HttpServerOptions::peers`], a session belongs to the
+//!   process that opened it (its [`Instance`] tag is part of the session id) and the others
+//!   forward its requests there through [`SessionPeers`]; see [`peers`].
+//!
 //! Frames are JSON text: each travels inside a JSON answer, so the relay side refuses to send
 //! a frame that is not JSON, and a client's frames must be JSON for its `send` to be accepted.
 
+mod api;
 mod client;
 mod hyper_client;
+pub mod peers;
 mod server;
 mod session;
 #[cfg(feature = "surf")]
@@ -43,6 +49,10 @@ mod surf;
 mod wire;
 
 pub use self::client::{HttpClientOptions, HttpConnection, HttpTransport};
+pub use self::peers::{
+    ForwardError, ForwardKind, ForwardedRequest, ForwardedResponse, Instance, MemoryPeerBus,
+    MemorySessionPeers, SessionPeers,
+};
 pub use self::server::{
     serve_metrics, HttpMetrics, HttpPolling, HttpServerOptions, SessionListener,
 };

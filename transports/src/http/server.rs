@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, SERVER};
 use hyper::{Method, Request, Response, StatusCode};
@@ -18,8 +18,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::session::{Refused, Registry, Session};
-use super::wire::{error_json, SendBody};
+use super::api::Answer;
+use super::peers::{ForwardKind, SessionPeers};
+use super::session::Registry;
 use super::MAX_WAIT;
 use crate::websocket::{HttpHandler, HttpRequest, BANNER, DEFAULT_SERVER_HEADER};
 use crate::{Connection, Listener, PeerInfo, TransportError};
@@ -31,6 +32,8 @@ pub trait HttpMetrics: Send + Sync + 'static {
     fn request(&self);
     /// The metrics in the Prometheus text format.
     fn render(&self) -> String;
+    /// One request was forwarded to the relay process that owns its session.
+    fn forwarded(&self) {}
 }
 
 /// Settings of the relay's HTTP side.
@@ -61,6 +64,9 @@ pub struct HttpServerOptions {
     pub metrics: Option<Arc<dyn HttpMetrics>>,
     /// Answer `GET /metrics` on this port.
     pub serve_metrics: bool,
+    /// The other relay processes sessions are shared with (see [`super::peers`]); `None`: a
+    /// single process, whose session ids carry no owner.
+    pub peers: Option<Arc<dyn SessionPeers>>,
 }
 
 impl fmt::Debug for HttpServerOptions {
@@ -73,6 +79,7 @@ impl fmt::Debug for HttpServerOptions {
             .field("request_timeout", &self.request_timeout)
             .field("trust_proxy_headers", &self.trust_proxy_headers)
             .field("serve_metrics", &self.serve_metrics)
+            .field("instance", &self.peers.as_ref().map(|p| p.instance()))
             .finish_non_exhaustive()
     }
 }
@@ -91,12 +98,13 @@ impl HttpServerOptions {
             trust_proxy_headers: false,
             metrics: None,
             serve_metrics: false,
+            peers: None,
         }
     }
 }
 
 /// `d` from now, or a year from now if that is past what an `Instant` can hold.
-fn deadline_in(d: Duration) -> Instant {
+pub(super) fn deadline_in(d: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(d)
         .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
@@ -109,9 +117,9 @@ const SESSION_QUEUE: usize = 256;
 /// [module docs](super). Create with [`HttpPolling::new`] and give it to
 /// [`WebSocketListener::bind_with_handler`](crate::websocket::WebSocketListener::bind_with_handler).
 pub struct HttpPolling {
-    options: HttpServerOptions,
-    registry: Arc<Registry>,
-    sessions: mpsc::Sender<Box<dyn Connection>>,
+    pub(super) options: HttpServerOptions,
+    pub(super) registry: Arc<Registry>,
+    pub(super) sessions: mpsc::Sender<Box<dyn Connection>>,
 }
 
 impl fmt::Debug for HttpPolling {
@@ -151,15 +159,20 @@ impl Listener for SessionListener {
 }
 
 impl HttpPolling {
-    /// The handler and the listener of its sessions.
+    /// The handler and the listener of its sessions. With [`HttpServerOptions::peers`], the
+    /// handler is [attached](SessionPeers::attach) to them, to serve forwarded requests.
     pub fn new(options: HttpServerOptions) -> (Arc<HttpPolling>, SessionListener) {
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-        let registry = Arc::new(Registry::new(options.seed));
+        let instance = options.peers.as_ref().map(|p| p.instance());
+        let registry = Arc::new(Registry::new(options.seed, instance));
         let polling = Arc::new(HttpPolling {
             options,
             registry,
             sessions: tx,
         });
+        if let Some(peers) = &polling.options.peers {
+            peers.attach(Arc::downgrade(&polling));
+        }
         (
             polling,
             SessionListener {
@@ -226,7 +239,7 @@ impl HttpPolling {
     ) -> Response<Full<Bytes>> {
         let parts: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
         let method = req.method().clone();
-        match parts.as_slice() {
+        let answer = match parts.as_slice() {
             ["session"] => {
                 if method != Method::POST {
                     return self.wrong_method("POST");
@@ -238,166 +251,27 @@ impl HttpPolling {
                 if method != Method::DELETE {
                     return self.wrong_method("DELETE");
                 }
-                let Some(session) = self.registry.get(id) else {
-                    return self.unknown_session();
-                };
-                session.close();
-                // Unknown from now on, even before the relay has seen the close.
-                self.registry.remove(id);
-                self.json(StatusCode::OK, "{\"closed\":true}\n".into())
+                self.session_request(ForwardKind::Delete, id, req).await
             }
             ["session", id, "send"] => {
                 if method != Method::POST {
                     return self.wrong_method("POST");
                 }
-                let Some(session) = self.registry.get(id) else {
-                    return self.unknown_session();
-                };
-                self.send(session, req).await
+                self.session_request(ForwardKind::Send, id, req).await
             }
             ["session", id, "events"] => {
                 if method != Method::GET {
                     return self.wrong_method("GET");
                 }
-                let Some(session) = self.registry.get(id) else {
-                    return self.unknown_session();
-                };
-                self.events(session, req.uri().query().unwrap_or("")).await
+                self.session_request(ForwardKind::Events, id, req).await
             }
-            _ => self.error(
+            _ => Answer::error(
                 StatusCode::NOT_FOUND,
                 "no such endpoint: the API is POST /v1/http/session, POST /v1/http/session/ID/send, GET /v1/http/session/ID/events and DELETE /v1/http/session/ID",
                 &[],
             ),
-        }
-    }
-
-    /// `POST /v1/http/session`.
-    async fn open(&self, peer: PeerInfo) -> Response<Full<Bytes>> {
-        let (session, conn) =
-            self.registry
-                .open(peer, self.options.session_idle, self.options.queue_budget);
-        let guard = session.begin_request();
-        if self.sessions.try_send(Box::new(conn)).is_err() {
-            drop(guard);
-            return self.error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the relay is not taking new sessions now; retry later",
-                &[],
-            );
-        }
-        // The relay's first frame (the welcome) normally follows at once.
-        let deadline = deadline_in(self.options.request_timeout);
-        let body = session.frames_after(0, Some(deadline), true).await;
-        drop(guard);
-        match body {
-            Ok(body) => self.json(StatusCode::CREATED, body),
-            Err(refused) => self.refused(refused),
-        }
-    }
-
-    /// `POST /v1/http/session/ID/send`.
-    async fn send(&self, session: Arc<Session>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let guard = session.begin_request();
-        let limit = self.options.max_body_bytes;
-        let read = Limited::new(req.into_body(), limit).collect();
-        let bytes = match tokio::time::timeout(self.options.request_timeout, read).await {
-            Err(_) => {
-                return self.error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the request body did not arrive in time",
-                    &[],
-                )
-            }
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                return self.error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("the request body is larger than {limit} bytes"),
-                    &[("limit", limit.into())],
-                )
-            }
-            Ok(Err(e)) => {
-                return self.error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("the request body could not be read: {e}"),
-                    &[],
-                )
-            }
-            Ok(Ok(collected)) => collected.to_bytes(),
         };
-        let body: SendBody = match serde_json::from_slice(&bytes) {
-            Ok(body) => body,
-            Err(e) => {
-                return self.error(
-                    StatusCode::BAD_REQUEST,
-                    &format!(
-                        "the body must be JSON {{\"seq\": N, \"after\": N, \"frames\": [..]}}: {e}"
-                    ),
-                    &[],
-                )
-            }
-        };
-        let frames = body.frames.iter().map(|f| f.get().to_owned()).collect();
-        let target = match session.post(body.seq, frames) {
-            Ok(target) => target,
-            Err(refused) => return self.refused(refused),
-        };
-        let deadline = deadline_in(self.options.request_timeout);
-        if !session.wait_handled(target, deadline).await {
-            return self.error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the relay did not handle the frames in time; retry with the same seq",
-                &[],
-            );
-        }
-        let answer = session.frames_after(body.after, None, false).await;
-        drop(guard);
-        match answer {
-            Ok(body) => self.json(StatusCode::OK, body),
-            Err(refused) => self.refused(refused),
-        }
-    }
-
-    /// `GET /v1/http/session/ID/events?after=N&wait=SECS`.
-    async fn events(&self, session: Arc<Session>, query: &str) -> Response<Full<Bytes>> {
-        let mut after = 0u64;
-        let mut wait = Duration::ZERO;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match key {
-                "after" => match value.parse() {
-                    Ok(v) => after = v,
-                    Err(_) => {
-                        return self.error(
-                            StatusCode::BAD_REQUEST,
-                            &format!("after must be a frame number (0 or more), not {value:?}"),
-                            &[],
-                        )
-                    }
-                },
-                "wait" => match value.parse::<f64>() {
-                    Ok(v) if v.is_finite() && v >= 0.0 => {
-                        wait = Duration::from_secs_f64(v.min(self.options.max_wait.as_secs_f64()))
-                    }
-                    _ => {
-                        return self.error(
-                            StatusCode::BAD_REQUEST,
-                            &format!("wait must be a number of seconds (0 or more), not {value:?}"),
-                            &[],
-                        )
-                    }
-                },
-                _ => {}
-            }
-        }
-        let guard = session.begin_request();
-        let deadline = (!wait.is_zero()).then(|| deadline_in(wait));
-        let answer = session.frames_after(after, deadline, false).await;
-        drop(guard);
-        match answer {
-            Ok(body) => self.json(StatusCode::OK, body),
-            Err(refused) => self.refused(refused),
-        }
+        self.json(answer.status, answer.body)
     }
 
     /// The client's address: the TCP peer, or the proxy's headers when trusted.
@@ -413,36 +287,6 @@ impl HttpPolling {
             }
         }
         tcp_peer.clone()
-    }
-
-    fn refused(&self, refused: Refused) -> Response<Full<Bytes>> {
-        match refused {
-            Refused::Closed => self.error(
-                StatusCode::GONE,
-                "the session is closed: open a new one",
-                &[],
-            ),
-            Refused::CursorAhead { last } => self.error(
-                StatusCode::BAD_REQUEST,
-                &format!("after is beyond the last frame of this session ({last})"),
-                &[("last", last.into())],
-            ),
-            Refused::BadSeq { expected } => self.error(
-                StatusCode::CONFLICT,
-                &format!(
-                    "seq out of order: expected {expected} (or the last one again, to retry it)"
-                ),
-                &[("expected", expected.into())],
-            ),
-        }
-    }
-
-    fn unknown_session(&self) -> Response<Full<Bytes>> {
-        self.error(
-            StatusCode::NOT_FOUND,
-            "unknown session (it expired, was closed, or the relay restarted): open a new one",
-            &[],
-        )
     }
 
     fn wrong_method(&self, allowed: &'static str) -> Response<Full<Bytes>> {
@@ -462,8 +306,8 @@ impl HttpPolling {
         text: &str,
         extra: &[(&str, serde_json::Value)],
     ) -> Response<Full<Bytes>> {
-        tracing::debug!(%status, "HTTP polling: {text}");
-        self.json(status, error_json(text, extra))
+        let answer = Answer::error(status, text, extra);
+        self.json(answer.status, answer.body)
     }
 
     fn json(&self, status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -18,12 +18,15 @@ use rand_core::{RngCore, SeedableRng};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::peers::Instance;
 use crate::{Connection, PeerInfo, TransportError};
 
 /// The live sessions of one relay, by id, and the generator of their ids.
 pub(crate) struct Registry {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     rng: Mutex<ChaCha20Rng>,
+    /// This process's tag, the first part of every id when processes share sessions.
+    instance: Option<Instance>,
 }
 
 impl fmt::Debug for Registry {
@@ -39,19 +42,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Registry {
-    /// A registry whose session ids come from ChaCha20 seeded with `seed`.
-    pub fn new(seed: [u8; 32]) -> Registry {
+    /// A registry whose session ids come from ChaCha20 seeded with `seed`, tagged with
+    /// `instance` when given.
+    pub fn new(seed: [u8; 32], instance: Option<Instance>) -> Registry {
         Registry {
             sessions: Mutex::new(HashMap::new()),
             rng: Mutex::new(ChaCha20Rng::from_seed(seed)),
+            instance,
         }
     }
 
-    /// A fresh id: 128 random bits as 32 lowercase hex digits.
+    /// This process's tag, if sessions are shared with other processes.
+    pub fn instance(&self) -> Option<Instance> {
+        self.instance
+    }
+
+    /// A fresh id: 128 random bits as 32 lowercase hex digits, after the instance tag and a
+    /// dot (`<16 hex>.<32 hex>`) when there is one.
     fn new_id(&self) -> String {
         let mut bytes = [0u8; 16];
         lock(&self.rng).fill_bytes(&mut bytes);
-        let mut id = String::with_capacity(32);
+        let mut id = String::with_capacity(49);
+        if let Some(instance) = self.instance {
+            id.push_str(&instance.to_string());
+            id.push('.');
+        }
         for b in bytes {
             id.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
             id.push(char::from_digit(u32::from(b & 15), 16).unwrap_or('0'));

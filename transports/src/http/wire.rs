@@ -44,7 +44,7 @@ pub(crate) fn frames_json<'a>(
     out.push('{');
     if let Some(id) = session {
         out.push_str("\"session\":\"");
-        out.push_str(id); // hex digits only: nothing to escape
+        out.push_str(id); // hex digits and a dot only: nothing to escape
         out.push_str("\",");
     }
     out.push_str("\"cursor\":");
