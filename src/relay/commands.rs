@@ -9,7 +9,7 @@
 use serde_json::{Map, Value};
 
 use super::errors;
-use super::limits::{message_bytes, Limit};
+use super::limits::Limit;
 use super::store::{MailboxStore, StoreError, StoredMessage};
 use super::tables::{self, Opened};
 use super::{ConnId, Listener, Relay};
@@ -317,9 +317,6 @@ impl<S: MailboxStore> Relay<S> {
         };
         self.config.limits.check_phase(phase)?;
         let id = msg.get("id").filter(|id| !id.is_null());
-        let id_text = id.map(Value::to_string);
-        let bytes = message_bytes(side, phase, body, id_text.as_deref());
-        self.admit_message(appid, &mailbox, bytes)?;
         let stored = StoredMessage {
             side: side.to_owned(),
             phase: phase.to_owned(),
@@ -327,15 +324,15 @@ impl<S: MailboxStore> Relay<S> {
             server_rx: now,
             msg_id: id.cloned(),
         };
-        let index = self.store.transaction(&mut |tx| {
-            // The mailbox may have been deleted meanwhile (see the module docs).
-            tables::ensure_mailbox(tx, appid, &mailbox, false, now)?;
-            let index = tx.message_count(appid, &mailbox)?;
-            tx.add_message(appid, &mailbox, stored.clone())?;
-            tx.touch_mailbox(appid, &mailbox, now)?;
-            Ok(index)
-        })?;
-        self.record_message(appid, &mailbox, bytes);
+        // The per-mailbox limits are checked in the transaction that adds, against what the
+        // store holds, so they hold across relay processes (see `tables::add_message`).
+        let limits = &self.config.limits;
+        let index = self
+            .store
+            .transaction(&mut |tx| {
+                tables::add_message(tx, limits, appid, &mailbox, stored.clone(), now)
+            })?
+            .map_err(Refusal::Limit)?;
         self.echo_added(appid, &mailbox, index, &stored, now);
         Ok(())
     }

@@ -12,6 +12,18 @@
 //! reverse proxy without `--behind-proxy` connect from, are left alone unless
 //! [`Limits::limit_loopback`] is set; connections without an address (in-process) are never
 //! counted per source.
+//!
+//! # Several relay processes on one store
+//! The per-mailbox message and byte limits are checked by the `add` rule in the store
+//! transaction that adds (`tables::add_message`), against what the store holds: they hold
+//! across processes, exactly. Everything else here is counted by each process for its own
+//! connections, so with N processes a client may get up to N times as much by spreading its
+//! connections over them: connections (in total and per source), the allocation and claim
+//! rates per source, and the listeners per mailbox. Listeners are connections of one process;
+//! counting them in the store would need every process to register and renew them (a process
+//! that dies would otherwise leave its listeners counted forever), which costs a store write
+//! per `open` and per disconnect and a lease scheme; the per-process bound (N times
+//! [`Limits::listeners_per_mailbox`] copies of each broadcast) is accepted instead.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -38,8 +50,8 @@ pub struct Limits {
     /// Bytes (side, phase, body and id of every message) one mailbox may hold
     /// (`--max-mailbox-bytes`). Default 2 MiB.
     pub bytes_per_mailbox: usize,
-    /// Connections that may listen to one mailbox at once (`--max-mailbox-listeners`).
-    /// Default 8.
+    /// Connections that may listen to one mailbox at once (`--max-mailbox-listeners`),
+    /// counted per relay process (see the [module docs](self)). Default 8.
     pub listeners_per_mailbox: usize,
     /// Connections in total (`--max-connections`). Default 20,000.
     pub connections: usize,
@@ -302,16 +314,9 @@ struct Source {
     claims: Bucket,
 }
 
-/// Messages and bytes a mailbox holds.
-#[derive(Debug, Clone, Copy, Default)]
-struct Usage {
-    messages: usize,
-    bytes: usize,
-}
-
-/// The relay's bookkeeping for [`Limits`]: live connections and their sources, the sources'
-/// buckets, and what each mailbox holds (loaded from the store the first time it is needed,
-/// so it is right after a restart over a durable store).
+/// The relay's bookkeeping for [`Limits`]: live connections and their sources, and the
+/// sources' buckets. (What a mailbox holds is not counted here: the `add` rule reads it from
+/// the store in its transaction, see `tables::add_message`.)
 #[derive(Debug, Default)]
 pub(super) struct LimitState {
     live: usize,
@@ -320,12 +325,6 @@ pub(super) struct LimitState {
     /// Connections refused at `connected`: their frames are ignored until they are gone.
     refused: HashSet<ConnId>,
     sources: HashMap<IpAddr, Source>,
-    usage: HashMap<(String, String), Usage>,
-}
-
-/// The bytes a message counts for in [`Limits::bytes_per_mailbox`].
-pub(super) fn message_bytes(side: &str, phase: &str, body: &str, id: Option<&str>) -> usize {
-    side.len() + phase.len() + body.len() + id.map_or(0, str::len)
 }
 
 impl<S: MailboxStore> Relay<S> {
@@ -426,56 +425,6 @@ impl<S: MailboxStore> Relay<S> {
     fn source_entry(&mut self, conn: ConnId) -> Option<&mut Source> {
         let ip = (*self.limit_state.conns.get(&conn)?)?;
         self.limit_state.sources.get_mut(&ip)
-    }
-
-    /// Checks that `mailbox` has room for one more message of `bytes`.
-    pub(super) fn admit_message(
-        &mut self,
-        appid: &str,
-        mailbox: &str,
-        bytes: usize,
-    ) -> Result<(), Refusal> {
-        let usage = self.usage(appid, mailbox)?;
-        if usage.messages >= self.limits().messages_per_mailbox {
-            return Err(Limit::MailboxMessages.into());
-        }
-        if usage.bytes.saturating_add(bytes) > self.limits().bytes_per_mailbox {
-            return Err(Limit::MailboxBytes.into());
-        }
-        Ok(())
-    }
-
-    /// Counts a message stored in `mailbox`.
-    pub(super) fn record_message(&mut self, appid: &str, mailbox: &str, bytes: usize) {
-        let key = (appid.to_owned(), mailbox.to_owned());
-        let usage = self.limit_state.usage.entry(key).or_default();
-        usage.messages += 1;
-        usage.bytes += bytes;
-    }
-
-    /// Forgets what a deleted mailbox held.
-    pub(super) fn forget_mailbox(&mut self, appid: &str, mailbox: &str) {
-        self.limit_state
-            .usage
-            .remove(&(appid.to_owned(), mailbox.to_owned()));
-    }
-
-    fn usage(&mut self, appid: &str, mailbox: &str) -> Result<Usage, StoreError> {
-        let key = (appid.to_owned(), mailbox.to_owned());
-        if let Some(usage) = self.limit_state.usage.get(&key) {
-            return Ok(*usage);
-        }
-        let mut usage = Usage::default();
-        for m in self
-            .store
-            .transaction(&mut |tx| tx.messages(appid, mailbox))?
-        {
-            let id = m.msg_id.as_ref().map(|id| id.to_string());
-            usage.messages += 1;
-            usage.bytes += message_bytes(&m.side, &m.phase, &m.body, id.as_deref());
-        }
-        self.limit_state.usage.insert(key, usage);
-        Ok(usage)
     }
 
     /// Deletes the nameplates claimed by a single side whose mailbox nobody listens to and

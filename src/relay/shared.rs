@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use super::fanout::MailboxChange;
 use super::memory::MemoryStore;
 use super::store::{
-    MailboxRecord, MailboxSide, MailboxStore, MailboxTables, NameplateRecord, NameplateSide,
-    StoreError, StoredMessage,
+    MailboxRecord, MailboxSide, MailboxStore, MailboxTables, MailboxUsage, NameplateRecord,
+    NameplateSide, StoreError, StoredMessage,
 };
 
 /// A [`MailboxStore`] that other relay instances (processes) share, with a feed of the
@@ -209,6 +209,9 @@ impl MailboxTables for Recorder<'_, '_> {
     }
     fn message_count(&self, appid: &str, mailbox_id: &str) -> Result<usize, StoreError> {
         self.tables.message_count(appid, mailbox_id)
+    }
+    fn mailbox_usage(&self, appid: &str, mailbox_id: &str) -> Result<MailboxUsage, StoreError> {
+        self.tables.mailbox_usage(appid, mailbox_id)
     }
     fn messages_since(
         &self,

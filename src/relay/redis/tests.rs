@@ -439,3 +439,117 @@ fn ensure_redis_server() {
         }
     });
 }
+
+#[test]
+fn mailbox_limits_hold_across_relays_on_one_redis() {
+    let redis = TestRedis::start();
+    crate::relay::limits_tests::spread_adds_are_limited_exactly(redis.store(), redis.store());
+}
+
+#[test]
+fn a_mailbox_without_a_byte_counter_is_counted_once_and_gets_one() {
+    use crate::relay::{MailboxUsage, StoredMessage};
+    let redis = TestRedis::start();
+    let mut store = redis.store();
+    let message = |body: &str| StoredMessage {
+        side: "s".into(),
+        phase: "p".into(),
+        body: body.into(),
+        server_rx: 1.0,
+        msg_id: Some(json!("id")),
+    };
+    store
+        .transaction(&mut |tx| {
+            tx.insert_mailbox("x", "m", false, 1.0)?;
+            tx.add_message("x", "m", message("abc"))?;
+            tx.add_message("x", "m", message("de"))
+        })
+        .unwrap();
+    // Each counts side + phase + body + `"id"` (4 bytes as JSON): 9 + 8.
+    let expected = MailboxUsage {
+        messages: 2,
+        bytes: 17,
+    };
+    let usage = |store: &mut RedisStore| {
+        store
+            .transaction(&mut |tx| tx.mailbox_usage("x", "m"))
+            .unwrap()
+    };
+    assert_eq!(usage(&mut store), expected);
+    // As a mailbox written before the counter existed: counted from its messages, and the
+    // count is stored with the transaction.
+    let counter = super::keys::Keys::new("wormhole").message_bytes("x", "m");
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let get = |con: &mut redis::Connection| -> Option<usize> {
+        redis::cmd("GET").arg(&counter).query(con).unwrap()
+    };
+    assert_eq!(get(&mut con), Some(17));
+    redis::cmd("DEL").arg(&counter).exec(&mut con).unwrap();
+    assert_eq!(usage(&mut store), expected);
+    assert_eq!(get(&mut con), Some(17));
+    store
+        .transaction(&mut |tx| tx.add_message("x", "m", message("f")))
+        .unwrap();
+    assert_eq!(get(&mut con), Some(24));
+    // Deleting the mailbox deletes its counter.
+    store
+        .transaction(&mut |tx| tx.delete_mailbox("x", "m"))
+        .unwrap();
+    assert_eq!(get(&mut con), None);
+}
+
+#[test]
+fn concurrent_adds_on_several_processes_stop_at_the_limit_exactly() {
+    let redis = TestRedis::start();
+    let config = RelayConfig {
+        limits: crate::relay::Limits {
+            messages_per_mailbox: 10,
+            ..crate::relay::Limits::default()
+        },
+        ..RelayConfig::default()
+    };
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let (url, config) = (redis.url(), config.clone());
+            std::thread::spawn(move || {
+                let store = RedisStore::open(&url, quick()).expect("connect");
+                let mut relay = Relay::new(config, store, [t; 32]);
+                relay.connected(1, None, 1000.0);
+                drain(&mut relay);
+                // One side for all: a third side would make the mailbox crowded.
+                let side = "s";
+                send(
+                    &mut relay,
+                    1,
+                    json!({"type": "bind", "appid": "x", "side": side}),
+                );
+                send(&mut relay, 1, json!({"type": "open", "mailbox": "m"}));
+                let mut admitted = 0;
+                for i in 0..8 {
+                    let out = send(
+                        &mut relay,
+                        1,
+                        json!({"type": "add", "phase": i.to_string(), "body": "aa"}),
+                    );
+                    match out.iter().find(|(_, f)| f["type"] == "error") {
+                        None => admitted += 1,
+                        Some((_, f)) => {
+                            assert_eq!(f["error"], crate::relay::Limit::MailboxMessages.error())
+                        }
+                    }
+                }
+                admitted
+            })
+        })
+        .collect();
+    let admitted: usize = threads.into_iter().map(|t| t.join().expect("thread")).sum();
+    assert_eq!(admitted, 10);
+    let mut store = redis.store();
+    let held = store
+        .transaction(&mut |tx| tx.message_count("x", "m"))
+        .unwrap();
+    assert_eq!(held, 10);
+}

@@ -14,8 +14,8 @@ use redis::{Cmd, Connection, Value};
 use super::keys::Keys;
 use crate::relay::fanout::MailboxChange;
 use crate::relay::store::{
-    MailboxRecord, MailboxSide, MailboxTables, NameplateRecord, NameplateSide, StoreError,
-    StoredMessage,
+    MailboxRecord, MailboxSide, MailboxTables, MailboxUsage, NameplateRecord, NameplateSide,
+    StoreError, StoredMessage,
 };
 
 /// What became of a commit.
@@ -87,6 +87,8 @@ impl SetView {
 struct ListView {
     /// How many messages Redis holds, once read.
     base_len: Option<usize>,
+    /// Their counted bytes (the `msg-bytes` counter), once read.
+    base_bytes: Option<usize>,
     /// The list was deleted in this transaction (the Redis one no longer counts).
     cleared: bool,
     /// Messages appended in this transaction.
@@ -298,28 +300,85 @@ impl TxState<'_> {
         self.mailboxes.insert(key, Some(record));
     }
 
-    /// How many messages Redis holds for a mailbox (watched), cached.
-    fn base_len(&mut self, key: &str) -> Result<usize, StoreError> {
-        if let Some(len) = self.lists.get(key).and_then(|l| l.base_len) {
-            return Ok(len);
+    /// How many messages Redis holds for a mailbox and their counted bytes (both keys
+    /// watched), in one round trip, cached. A list written before the byte counter existed
+    /// is counted once, and the counter is set with this transaction's writes.
+    fn base_usage(&mut self, appid: &str, id: &str) -> Result<MailboxUsage, StoreError> {
+        let list = self.keys.messages(appid, id);
+        if let Some(view) = self.lists.get(&list) {
+            if let (Some(messages), Some(bytes)) = (view.base_len, view.base_bytes) {
+                return Ok(MailboxUsage { messages, bytes });
+            }
         }
+        let counter = self.keys.message_bytes(appid, id);
         let read = redis::pipe()
             .cmd("WATCH")
-            .arg(key)
+            .arg(&list)
+            .arg(&counter)
             .ignore()
             .cmd("LLEN")
-            .arg(key)
-            .query::<(usize,)>(self.con);
-        let (len,) = read.map_err(|e| self.fail("counting messages in Redis", e))?;
-        self.lists.entry(key.to_owned()).or_default().base_len = Some(len);
-        Ok(len)
+            .arg(&list)
+            .cmd("GET")
+            .arg(&counter)
+            .query::<(usize, Option<usize>)>(self.con);
+        let (messages, bytes) = read.map_err(|e| self.fail("counting messages in Redis", e))?;
+        let bytes = match bytes {
+            Some(bytes) => bytes,
+            None if messages == 0 => 0,
+            None => {
+                let read = redis::cmd("LRANGE")
+                    .arg(&list)
+                    .arg(0)
+                    .arg(-1)
+                    .query::<Vec<String>>(self.con);
+                let items = read.map_err(|e| self.fail("reading messages from Redis", e))?;
+                let mut bytes = 0;
+                for item in items {
+                    let message: StoredMessage = serde_json::from_str(&item)
+                        .map_err(|e| backend("decoding a message", e))?;
+                    bytes += message.counted_bytes();
+                }
+                self.ops
+                    .push(redis::cmd("SET").arg(&counter).arg(bytes).to_owned());
+                bytes
+            }
+        };
+        let view = self.lists.entry(list).or_default();
+        view.base_len = Some(messages);
+        view.base_bytes = Some(bytes);
+        Ok(MailboxUsage { messages, bytes })
+    }
+
+    fn mailbox_usage(&mut self, appid: &str, id: &str) -> Result<MailboxUsage, StoreError> {
+        let key = self.keys.messages(appid, id);
+        let cleared = self.lists.get(&key).is_some_and(|l| l.cleared);
+        let base = if cleared {
+            MailboxUsage::default()
+        } else {
+            self.base_usage(appid, id)?
+        };
+        let appended = self.lists.get(&key).map_or(&[][..], |l| &l.appended[..]);
+        Ok(MailboxUsage {
+            messages: base.messages + appended.len(),
+            bytes: base.bytes
+                + appended
+                    .iter()
+                    .map(StoredMessage::counted_bytes)
+                    .sum::<usize>(),
+        })
     }
 
     fn message_count(&mut self, appid: &str, id: &str) -> Result<usize, StoreError> {
         let key = self.keys.messages(appid, id);
-        let cleared = self.lists.get(&key).is_some_and(|l| l.cleared);
-        let base = if cleared { 0 } else { self.base_len(&key)? };
-        Ok(base + self.lists.get(&key).map_or(0, |l| l.appended.len()))
+        match self.lists.get(&key) {
+            Some(view) if view.cleared => Ok(view.appended.len()),
+            Some(ListView {
+                base_len: Some(len),
+                appended,
+                ..
+            }) => Ok(len + appended.len()),
+            _ => Ok(self.mailbox_usage(appid, id)?.messages),
+        }
     }
 
     fn messages_since(
@@ -560,6 +619,8 @@ impl MailboxTables for RedisTx<'_> {
         let view = state.lists.entry(list).or_default();
         view.cleared = true;
         view.appended.clear();
+        let counter = state.keys.message_bytes(appid, id);
+        state.ops.push(redis::cmd("DEL").arg(counter).to_owned());
         state.put_mailbox(
             appid,
             id,
@@ -607,10 +668,15 @@ impl MailboxTables for RedisTx<'_> {
         }
         let key = state.keys.mailbox(appid, id);
         let list = state.keys.messages(appid, id);
+        let counter = state.keys.message_bytes(appid, id);
         let index = state.keys.mailboxes(appid);
-        state
-            .ops
-            .push(redis::cmd("DEL").arg(&key).arg(&list).to_owned());
+        state.ops.push(
+            redis::cmd("DEL")
+                .arg(&key)
+                .arg(&list)
+                .arg(counter)
+                .to_owned(),
+        );
         state
             .ops
             .push(redis::cmd("ZREM").arg(&index).arg(id).to_owned());
@@ -641,10 +707,17 @@ impl MailboxTables for RedisTx<'_> {
         // The count after this message, for the change feed (watches the list).
         let count = state.message_count(appid, mailbox_id)? + 1;
         let list = state.keys.messages(appid, mailbox_id);
+        let counter = state.keys.message_bytes(appid, mailbox_id);
         let json = serde_json::to_string(&message).map_err(|e| backend("encoding a message", e))?;
         state
             .ops
             .push(redis::cmd("RPUSH").arg(&list).arg(json).to_owned());
+        state.ops.push(
+            redis::cmd("INCRBY")
+                .arg(counter)
+                .arg(message.counted_bytes())
+                .to_owned(),
+        );
         state.lists.entry(list).or_default().appended.push(message);
         state.changes.push(MailboxChange::Added {
             appid: appid.to_owned(),
@@ -660,6 +733,10 @@ impl MailboxTables for RedisTx<'_> {
 
     fn message_count(&self, appid: &str, mailbox_id: &str) -> Result<usize, StoreError> {
         self.state.borrow_mut().message_count(appid, mailbox_id)
+    }
+
+    fn mailbox_usage(&self, appid: &str, mailbox_id: &str) -> Result<MailboxUsage, StoreError> {
+        self.state.borrow_mut().mailbox_usage(appid, mailbox_id)
     }
 
     fn messages_since(
