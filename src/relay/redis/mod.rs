@@ -35,6 +35,14 @@
 //! and forwards each entry as a [`MailboxChange`]; after losing Redis it resumes from the last
 //! entry it saw (logging how many it replayed), or sends [`MailboxChange::Resync`] when the
 //! stream no longer reaches back that far.
+//!
+//! The feed is a plain thread, not a task: the `redis` crate's synchronous connection blocks
+//! in `XREAD BLOCK`, and a task doing that would hold a runtime worker. Outside the runtime
+//! the thread cannot wait on [`RedisOptions::clock`] (its sleeps are futures of the runtime's
+//! timer), so its two waits are options, each bounded: [`RedisOptions::feed_block`] (spent
+//! inside Redis, as the `BLOCK` argument) and [`RedisOptions::feed_retry_delay`] (a
+//! `std::thread::sleep` between connection attempts while Redis is unreachable). Neither
+//! decides anything the relay's rules see: they only pace the feed.
 
 mod feed;
 mod keys;
@@ -73,6 +81,12 @@ pub struct RedisOptions {
     pub stream_max_len: u64,
     /// The clock of the reconnect delay.
     pub clock: Arc<dyn Clock>,
+    /// How long the change feed's `XREAD` blocks in Redis waiting for entries; the feed
+    /// notices a dropped receiver within this. (See "Fan-out" in the [module docs](self) for
+    /// why the feed's waits are options rather than [`clock`](Self::clock) sleeps.)
+    pub feed_block: Duration,
+    /// The change feed's pause between connection attempts while Redis is unreachable.
+    pub feed_retry_delay: Duration,
 }
 
 impl Default for RedisOptions {
@@ -84,6 +98,8 @@ impl Default for RedisOptions {
             reconnect_delay: Duration::from_millis(250),
             stream_max_len: 100_000,
             clock: Arc::new(TokioClock::new()),
+            feed_block: Duration::from_millis(500),
+            feed_retry_delay: Duration::from_millis(200),
         }
     }
 }
@@ -256,7 +272,7 @@ impl SharedStore for RedisStore {
         feed::spawn(
             self.client.clone(),
             self.keys.changes(),
-            self.options.timeout,
+            feed::Waits::of(&self.options),
             tx,
         );
         rx
