@@ -122,6 +122,8 @@ pub struct RedisStore {
     con: Option<redis::Connection>,
     /// No connection attempt before this time of [`RedisOptions::clock`]; the last failure.
     down: Option<(Duration, Arc<Unreachable>)>,
+    /// See [`RedisStore::round_trips`].
+    round_trips: u64,
 }
 
 impl fmt::Debug for RedisStore {
@@ -149,6 +151,7 @@ impl RedisStore {
             options,
             con: None,
             down: None,
+            round_trips: 0,
         };
         store.connection()?;
         Ok(store)
@@ -157,6 +160,13 @@ impl RedisStore {
     /// The settings.
     pub fn options(&self) -> &RedisOptions {
         &self.options
+    }
+
+    /// How many round trips to Redis this store's transactions made so far: each read
+    /// (a `WATCH` with its reads, pipelined), each commit (`MULTI`/`EXEC`) and each abandon
+    /// (`UNWATCH`); connecting is not counted. For measurements (`benches/relay_store.rs`).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips
     }
 
     fn connect(client: &redis::Client, timeout: Duration) -> redis::RedisResult<redis::Connection> {
@@ -233,8 +243,10 @@ impl MailboxStore for RedisStore {
             let con = self.connection()?;
             let mut tx = RedisTx::new(con, keys, max_len);
             let result = work(&mut tx);
+            let reads = tx.round_trips();
             if let Some(failure) = tx.take_failure() {
                 drop(tx);
+                self.round_trips += reads;
                 if std::mem::take(&mut may_be_stale) && !failure.is_timeout() {
                     tracing::debug!(error = %failure, "relay store: stale Redis connection, again");
                     self.con = None;
@@ -247,13 +259,17 @@ impl MailboxStore for RedisStore {
             let value = match result {
                 Ok(value) => value,
                 Err(e) => {
-                    if let Err(failure) = tx.abandon() {
+                    let abandoned = tx.abandon();
+                    self.round_trips += reads + 1;
+                    if let Err(failure) = abandoned {
                         self.went_down("abandoning a transaction", failure);
                     }
                     return Err(e);
                 }
             };
-            match tx.commit() {
+            let committed = tx.commit();
+            self.round_trips += reads + 1;
+            match committed {
                 Ok(Committed::Done) => return Ok(value),
                 Ok(Committed::Conflict) => {
                     tracing::debug!(attempt, "relay store: transaction conflicted, again");

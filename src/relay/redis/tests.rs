@@ -553,3 +553,81 @@ fn concurrent_adds_on_several_processes_stop_at_the_limit_exactly() {
         .unwrap();
     assert_eq!(held, 10);
 }
+
+/// Round trips to Redis of each command of one exchange (as `benches/relay_store.rs` drives
+/// it, with `background` other pairs open).
+fn round_trips_per_command(background: u64) -> Vec<(String, u64)> {
+    let redis = TestRedis::start();
+    let mut relay = Relay::new(RelayConfig::default(), redis.store(), [7; 32]);
+    let mut trips = Vec::new();
+    for n in 0..=background {
+        let (a, b) = (2 * n, 2 * n + 1);
+        let mut step = |relay: &mut Relay<RedisStore>, conn: u64, frame: Value| {
+            let kind = frame["type"].as_str().unwrap_or("?").to_owned();
+            let before = relay.store().round_trips();
+            let out = send(relay, conn, frame);
+            if n == background {
+                trips.push((kind, relay.store().round_trips() - before));
+            }
+            out
+        };
+        relay.connected(a, None, 1000.0);
+        relay.connected(b, None, 1000.0);
+        drain(&mut relay);
+        step(
+            &mut relay,
+            a,
+            json!({"type": "bind", "appid": "bench", "side": format!("a{n}")}),
+        );
+        step(
+            &mut relay,
+            b,
+            json!({"type": "bind", "appid": "bench", "side": format!("b{n}")}),
+        );
+        let out = step(&mut relay, a, json!({"type": "allocate"}));
+        let nameplate = out[1].1["nameplate"].clone();
+        let mut mailbox = Value::Null;
+        for c in [a, b] {
+            let out = step(
+                &mut relay,
+                c,
+                json!({"type": "claim", "nameplate": nameplate}),
+            );
+            mailbox = out[1].1["mailbox"].clone();
+        }
+        for c in [a, b] {
+            step(&mut relay, c, json!({"type": "open", "mailbox": mailbox}));
+            step(
+                &mut relay,
+                c,
+                json!({"type": "add", "phase": "pake", "body": "00"}),
+            );
+        }
+        if n < background {
+            continue;
+        }
+        for c in [a, b] {
+            step(
+                &mut relay,
+                c,
+                json!({"type": "release", "nameplate": nameplate}),
+            );
+            step(&mut relay, c, json!({"type": "close", "mood": "happy"}));
+        }
+    }
+    trips
+}
+
+/// The round trips of an exchange do not grow unnoticed: 41 with 100 other pairs open, at
+/// the commit that started counting them.
+#[test]
+fn round_trips_of_an_exchange() {
+    let trips = round_trips_per_command(100);
+    let total: u64 = trips.iter().map(|(_, n)| n).sum();
+    eprintln!("round trips per command: {trips:?}, total {total}");
+    assert!(total <= 41, "{trips:?}");
+    assert!(trips
+        .iter()
+        .filter(|(kind, _)| kind == "bind")
+        .all(|(_, n)| *n == 0));
+}

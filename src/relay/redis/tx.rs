@@ -32,7 +32,8 @@ pub(super) enum Committed {
 }
 
 /// The transaction: the connection, the cache of what was read and written, and the commands
-/// to send at commit. Read methods of [`MailboxTables`](crate::relay::MailboxTables) take `&self`, hence the `RefCell`.
+/// to send at commit. Read methods of [`MailboxTables`](crate::relay::MailboxTables) take
+/// `&self`, hence the `RefCell`.
 pub(super) struct RedisTx<'c> {
     state: RefCell<TxState<'c>>,
 }
@@ -49,6 +50,8 @@ struct TxState<'c> {
     changes: Vec<MailboxChange>,
     /// The first Redis failure: the connection is unusable afterwards.
     failure: Option<redis::RedisError>,
+    /// Round trips to Redis so far (the commit, or the `UNWATCH` of an abandon, not counted).
+    round_trips: u64,
 }
 
 impl<'c> RedisTx<'c> {
@@ -65,8 +68,14 @@ impl<'c> RedisTx<'c> {
                 ops: Vec::new(),
                 changes: Vec::new(),
                 failure: None,
+                round_trips: 0,
             }),
         }
+    }
+
+    /// Round trips to Redis so far (the commit, or the `UNWATCH` of an abandon, not counted).
+    pub(super) fn round_trips(&self) -> u64 {
+        self.state.borrow().round_trips
     }
 
     /// The Redis failure that broke this transaction, if any.

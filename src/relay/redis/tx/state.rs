@@ -76,6 +76,7 @@ impl TxState<'_> {
 
     /// `WATCH key` and `GET key` in one round trip.
     pub(super) fn watch_get(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        self.round_trips += 1;
         let read = redis::pipe()
             .cmd("WATCH")
             .arg(key)
@@ -138,6 +139,7 @@ impl TxState<'_> {
         } else {
             pipe.cmd("SMEMBERS").arg(key);
         }
+        self.round_trips += 1;
         let (read,): (Vec<String>,) = match pipe.query(self.con) {
             Ok(read) => read,
             Err(e) => return Err(self.fail("reading a set from Redis", e)),
@@ -201,6 +203,7 @@ impl TxState<'_> {
             }
         }
         let counter = self.keys.message_bytes(appid, id);
+        self.round_trips += 1;
         let read = redis::pipe()
             .cmd("WATCH")
             .arg(&list)
@@ -216,6 +219,7 @@ impl TxState<'_> {
             Some(bytes) => bytes,
             None if messages == 0 => 0,
             None => {
+                self.round_trips += 1;
                 let read = redis::cmd("LRANGE")
                     .arg(&list)
                     .arg(0)
@@ -287,6 +291,7 @@ impl TxState<'_> {
         let base_len = if view.cleared {
             0
         } else {
+            self.round_trips += 1;
             let read = redis::pipe()
                 .cmd("WATCH")
                 .arg(&key)

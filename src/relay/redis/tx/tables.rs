@@ -156,6 +156,7 @@ impl MailboxTables for RedisTx<'_> {
             return Ok(idle);
         }
         // The sorted set's scores are the `updated` times: one range read.
+        state.round_trips += 1;
         let read = redis::pipe()
             .cmd("WATCH")
             .arg(&key)
