@@ -261,17 +261,30 @@ impl<S: MailboxStore> Relay<S> {
         let Some(mailbox) = mailbox.as_str() else {
             return refuse(errors::OPEN_NEEDS_STRING);
         };
-        self.admit_open(conn, appid, mailbox, now)?;
+        let may_create = self.admit_open(conn, appid, mailbox, now)?;
         // Opening and reading the messages to replay is one step: an `add` by another process
-        // lands either in the replay or (once subscribed) as an echo.
+        // lands either in the replay or (once subscribed) as an echo. Creating the mailbox
+        // takes a claim token (see `admit_open`); a refusal for want of one writes nothing.
         let opened = self.store.transaction(&mut |tx| {
-            if tables::open_mailbox(tx, appid, mailbox, side, now)? == Opened::Crowded {
-                return Ok(Err(errors::CROWDED));
+            let create = !tx.has_mailbox(appid, mailbox)?;
+            if create && !may_create {
+                return Ok(Err(Refusal::Limit(Limit::Claims)));
             }
-            tx.messages(appid, mailbox).map(Ok)
+            if tables::open_mailbox(tx, appid, mailbox, side, now)? == Opened::Crowded {
+                return Ok(Err(Refusal::Error(errors::CROWDED)));
+            }
+            Ok(Ok((tx.messages(appid, mailbox)?, create)))
         })?;
+        if let Err(Refusal::Limit(_)) = opened {
+            // Refused before anything was written: the connection's state stays as it was.
+            return opened.map(|_| ());
+        }
         self.conn_mut(conn).mailbox_id = Some(mailbox.to_owned());
-        let messages = opened.map_err(Refusal::Error)?;
+        let (messages, created) = opened?;
+        if created {
+            // There is a token (checked above, and nothing took it since): take it.
+            self.admit_claim(conn, now)?;
+        }
         let state = self.conn_mut(conn);
         state.open = true;
         if !state.listening {

@@ -50,6 +50,11 @@ impl Bucket {
         }
     }
 
+    /// Whether [`take`](Self::take) would succeed now (without taking).
+    fn has_token(&self, rate: Rate, now: f64) -> bool {
+        self.clone().take(rate, now)
+    }
+
     fn is_full(&mut self, rate: Rate, now: f64) -> bool {
         self.refill(rate, now);
         self.tokens >= f64::from(rate.per_minute)
@@ -152,28 +157,28 @@ impl<S: MailboxStore> Relay<S> {
         }
     }
 
-    /// Takes a claim token if `open` would create the mailbox.
+    /// Checks an `open`'s mailbox id and the mailbox's listeners; returns whether `conn`'s
+    /// source has a claim token left, should the open create the mailbox. (Whether it does is
+    /// known in the open's transaction: that refuses with [`Limit::Claims`] when it would
+    /// create the mailbox without a token, and the token is taken with
+    /// [`admit_claim`](Self::admit_claim) once it has.)
     pub(in crate::relay) fn admit_open(
         &mut self,
         conn: ConnId,
         appid: &str,
         mailbox: &str,
         now: f64,
-    ) -> Result<(), Refusal> {
+    ) -> Result<bool, Refusal> {
         self.limits().check_mailbox_id(mailbox)?;
         let key = (appid.to_owned(), mailbox.to_owned());
         let listeners = self.subscribers.get(&key).map_or(0, Vec::len);
         if listeners >= self.limits().listeners_per_mailbox {
             return Err(Limit::MailboxListeners.into());
         }
-        if self
-            .store
-            .transaction(&mut |tx| tx.mailbox(appid, mailbox))?
-            .is_none()
-        {
-            self.admit_claim(conn, now)?;
-        }
-        Ok(())
+        let rate = self.config.limits.claims_per_source;
+        Ok(self
+            .source_entry(conn)
+            .is_none_or(|source| source.claims.has_token(rate, now)))
     }
 
     fn source_entry(&mut self, conn: ConnId) -> Option<&mut Source> {

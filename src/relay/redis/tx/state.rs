@@ -116,13 +116,8 @@ impl TxState<'_> {
         if let Some(cached) = self.mailboxes.get(&key) {
             return Ok(cached.clone());
         }
-        let record = match self.watch_get(&key)? {
-            Some(json) => {
-                Some(serde_json::from_str(&json).map_err(|e| backend("decoding a mailbox", e))?)
-            }
-            None => None,
-        };
-        self.mailboxes.insert(key, record.clone());
+        self.load_mailbox(appid, id)?;
+        let record = self.mailboxes.get(&key).cloned().flatten();
         Ok(record)
     }
 
@@ -192,32 +187,45 @@ impl TxState<'_> {
         self.mailboxes.insert(key, Some(record));
     }
 
-    /// How many messages Redis holds for a mailbox and their counted bytes (both keys
-    /// watched), in one round trip, cached. A list written before the byte counter existed
-    /// is counted once, and the counter is set with this transaction's writes.
-    pub(super) fn base_usage(&mut self, appid: &str, id: &str) -> Result<MailboxUsage, StoreError> {
+    /// Reads a mailbox's record, how many messages Redis holds for it and their counted bytes
+    /// (the three keys watched) in one round trip, and caches what this transaction has not
+    /// read or written yet. Every rule that reads a mailbox's record or its usage soon needs
+    /// the other (`add`, `open`), and the three keys only ever change together (an add
+    /// touches the record), so watching them all costs no extra conflict.
+    fn load_mailbox(&mut self, appid: &str, id: &str) -> Result<(), StoreError> {
+        let key = self.keys.mailbox(appid, id);
         let list = self.keys.messages(appid, id);
-        if let Some(view) = self.lists.get(&list) {
-            if let (Some(messages), Some(bytes)) = (view.base_len, view.base_bytes) {
-                return Ok(MailboxUsage { messages, bytes });
-            }
-        }
         let counter = self.keys.message_bytes(appid, id);
         self.round_trips += 1;
         let read = redis::pipe()
             .cmd("WATCH")
+            .arg(&key)
             .arg(&list)
             .arg(&counter)
             .ignore()
+            .cmd("GET")
+            .arg(&key)
             .cmd("LLEN")
             .arg(&list)
             .cmd("GET")
             .arg(&counter)
-            .query::<(usize, Option<usize>)>(self.con);
-        let (messages, bytes) = read.map_err(|e| self.fail("counting messages in Redis", e))?;
+            .query::<(Option<String>, usize, Option<usize>)>(self.con);
+        let (json, messages, bytes) =
+            read.map_err(|e| self.fail("reading a mailbox from Redis", e))?;
+        if let std::collections::hash_map::Entry::Vacant(entry) = self.mailboxes.entry(key) {
+            let record = match json {
+                Some(json) => Some(
+                    serde_json::from_str(&json).map_err(|e| backend("decoding a mailbox", e))?,
+                ),
+                None => None,
+            };
+            entry.insert(record);
+        }
+        // A list this transaction deleted is not counted (nor its counter set again).
+        let cleared = self.lists.get(&list).is_some_and(|view| view.cleared);
         let bytes = match bytes {
             Some(bytes) => bytes,
-            None if messages == 0 => 0,
+            None if messages == 0 || cleared => 0,
             None => {
                 self.round_trips += 1;
                 let read = redis::cmd("LRANGE")
@@ -240,7 +248,27 @@ impl TxState<'_> {
         let view = self.lists.entry(list).or_default();
         view.base_len = Some(messages);
         view.base_bytes = Some(bytes);
-        Ok(MailboxUsage { messages, bytes })
+        Ok(())
+    }
+
+    /// How many messages Redis holds for a mailbox and their counted bytes (watched), cached
+    /// (read with the mailbox's record, see [`load_mailbox`](Self::load_mailbox)). A list
+    /// written before the byte counter existed is counted once, and the counter is set with
+    /// this transaction's writes.
+    pub(super) fn base_usage(&mut self, appid: &str, id: &str) -> Result<MailboxUsage, StoreError> {
+        let list = self.keys.messages(appid, id);
+        let known = |state: &Self| {
+            let view = state.lists.get(&list)?;
+            Some(MailboxUsage {
+                messages: view.base_len?,
+                bytes: view.base_bytes?,
+            })
+        };
+        if let Some(usage) = known(self) {
+            return Ok(usage);
+        }
+        self.load_mailbox(appid, id)?;
+        known(self).ok_or_else(|| StoreError::Backend("a mailbox's usage was not read".into()))
     }
 
     pub(super) fn mailbox_usage(
@@ -290,6 +318,9 @@ impl TxState<'_> {
         let mut out = Vec::new();
         let base_len = if view.cleared {
             0
+        } else if let Some(len) = view.base_len.filter(|len| start >= *len) {
+            // The list is watched since its length was read: nothing of it to read.
+            len
         } else {
             self.round_trips += 1;
             let read = redis::pipe()
