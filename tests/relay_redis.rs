@@ -467,15 +467,15 @@ async fn adds_spread_over_two_processes_stop_at_the_mailbox_limit() {
         // Each add: its own echo (accepted) or an error (refused); the other process's echoes
         // are skipped.
         async fn add(raw: &mut Raw, side: usize, phase: usize) -> Option<String> {
-            raw.send(json!({"type": "add", "phase": phase.to_string(), "body": "aa"}))
+            let (side, phase) = (format!("side{side}"), phase.to_string());
+            raw.send(json!({"type": "add", "phase": phase, "body": "aa"}))
                 .await;
             loop {
                 let frame = raw.next().await;
                 match frame["type"].as_str() {
                     Some("error") => return Some(frame["error"].as_str().unwrap_or("").into()),
                     Some("message")
-                        if frame["side"] == format!("side{side}")
-                            && frame["phase"] == phase.to_string() =>
+                        if frame["side"] == side.as_str() && frame["phase"] == phase.as_str() =>
                     {
                         return None
                     }
