@@ -504,29 +504,31 @@ pub(super) fn spread_adds_are_limited_exactly<S: MailboxStore>(a: S, b: S) {
         let out = send(relay, conn, json!({"type": "open", "mailbox": mailbox}));
         assert!(!kinds(&out).contains(&"error".to_owned()), "{out:?}");
     }
-    let mut add = |conn: ConnId, phase: &str, body: &str| {
+    let mut add = |conn: ConnId, phase: &str, body: &str, id: Option<&str>| {
         let relay = &mut relays[(conn as usize + 1) % 2];
-        let frame = json!({"type": "add", "phase": phase, "body": body});
+        let frame = json!({"type": "add", "phase": phase, "body": body, "id": id});
         let out = send(relay, conn, frame);
         let error = out.iter().find(|f| f["type"] == "error");
         error.map(|f| f["error"].as_str().unwrap_or("?").to_owned())
     };
     // Five messages (4 bytes each), alternating processes; the sixth is refused on both.
     for (i, conn) in [1, 2, 1, 2, 1].into_iter().enumerate() {
-        assert_eq!(add(conn, &i.to_string(), "a"), None, "add {i}");
+        assert_eq!(add(conn, &i.to_string(), "a", None), None, "add {i}");
     }
     for conn in [2, 1] {
-        let refused = add(conn, "5", "a");
+        let refused = add(conn, "5", "a", None);
         assert_eq!(refused.as_deref(), Some(Limit::MailboxMessages.error()));
     }
-    // 33 + 33 + 33 + 4 = 103 bytes fit exactly; 3 more do not, on either process.
-    let body = "b".repeat(30);
+    // 33 + 33 + 33 + 4 = 103 bytes fit exactly; 3 more do not, on either process. A big
+    // message: side and phase (3), a body of 27 bytes in 26 characters, and the id `"x"` as
+    // JSON (3).
+    let body = format!("\u{e9}{}", "b".repeat(25));
     for (i, conn) in [3, 4, 3].into_iter().enumerate() {
-        assert_eq!(add(conn, &i.to_string(), &body), None, "add {i}");
+        assert_eq!(add(conn, &i.to_string(), &body, Some("x")), None, "add {i}");
     }
-    assert_eq!(add(4, "3", "b"), None);
+    assert_eq!(add(4, "3", "b", None), None);
     for conn in [3, 4] {
-        let refused = add(conn, "4", "");
+        let refused = add(conn, "4", "", None);
         assert_eq!(refused.as_deref(), Some(Limit::MailboxBytes.error()));
     }
     // Each process counted its own refusals; the store holds exactly what was admitted.
@@ -554,4 +556,18 @@ pub(super) fn spread_adds_are_limited_exactly<S: MailboxStore>(a: S, b: S) {
 fn mailbox_limits_hold_across_relays_sharing_a_store() {
     let shared = shared::SharedMemoryStore::new();
     spread_adds_are_limited_exactly(shared.clone(), shared);
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn mailbox_limits_hold_across_relays_on_one_sqlite_file() {
+    let dir = std::env::temp_dir().join(format!("wormhole-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("shared.sqlite");
+    let (a, b) = (
+        SqliteStore::open(&path).unwrap(),
+        SqliteStore::open(&path).unwrap(),
+    );
+    spread_adds_are_limited_exactly(a, b);
+    let _ = std::fs::remove_dir_all(&dir);
 }
