@@ -49,6 +49,8 @@ mod keys;
 #[cfg(test)]
 mod tests;
 mod tx;
+#[cfg(test)]
+mod usage_tests;
 
 use std::fmt;
 use std::sync::Arc;
