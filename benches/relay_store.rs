@@ -5,7 +5,8 @@
 //! exchanges per second and microseconds per exchange, side by side in one run, for: the
 //! memory store; SQLite on a file committing each command by itself (a relay with one client
 //! at a time); and SQLite committing the commands of one exchange step together (the runner
-//! batches what arrives together).
+//! batches what arrives together); and, when `redis-server` is on the PATH, the Redis store on
+//! a server of its own on loopback, with the round trips to Redis per exchange.
 
 use std::time::{Duration, Instant};
 
@@ -124,15 +125,27 @@ fn cpu_time() -> Option<Duration> {
 /// Runs the exchanges; returns CPU microseconds per exchange (wall time if CPU time is not
 /// available).
 fn run<S: MailboxStore>(name: &str, store: S, batched: bool) -> f64 {
+    run_counting(name, store, batched, |_| 0).0
+}
+
+/// [`run`], also returning how much `count` (of the store) grew per timed exchange.
+fn run_counting<S: MailboxStore>(
+    name: &str,
+    store: S,
+    batched: bool,
+    count: impl Fn(&S) -> u64,
+) -> (f64, f64) {
     let mut d = Driver::new(store, batched);
     for n in 0..BACKGROUND {
         d.exchange(n, false);
     }
+    let counted = count(d.relay.store());
     let (start, cpu_start) = (Instant::now(), cpu_time());
     for n in BACKGROUND..BACKGROUND + EXCHANGES {
         d.exchange(n, true);
     }
     let wall = start.elapsed();
+    let counted = (count(d.relay.store()) - counted) as f64 / EXCHANGES as f64;
     let cpu = cpu_time()
         .zip(cpu_start)
         .map(|(end, start)| end.saturating_sub(start));
@@ -144,7 +157,50 @@ fn run<S: MailboxStore>(name: &str, store: S, batched: bool) -> f64 {
         per(wall),
         cpu_us.map_or("n/a".to_string(), |c| format!("{c:.1}")),
     );
-    cpu_us.unwrap_or(per(wall))
+    (cpu_us.unwrap_or(per(wall)), counted)
+}
+
+/// The Redis store on a `redis-server` of its own (loopback, a free port, no persistence),
+/// or a note that it was skipped.
+#[cfg(feature = "redis")]
+fn run_redis(dir: &std::path::Path) -> Option<f64> {
+    use std::process::{Command, Stdio};
+    use wormhole::relay::redis::{RedisOptions, RedisStore};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut child) = child else {
+        println!("| Redis | skipped: no redis-server on the PATH | | |");
+        return None;
+    };
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let store = loop {
+        match RedisStore::open(&url, RedisOptions::default()) {
+            Ok(store) => break Some(store),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                println!("| Redis | skipped: redis-server did not start: {e} | | |");
+                break None;
+            }
+        }
+    };
+    let trips = store.map(|store| {
+        let name = "Redis on loopback, a transaction per command";
+        run_counting(name, store, false, RedisStore::round_trips).1
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    trips
 }
 
 fn main() {
@@ -169,10 +225,16 @@ fn main() {
         SqliteStore::open(dir.join("batched.sqlite")).expect("db"),
         true,
     );
+    #[cfg(feature = "redis")]
+    let redis_trips = run_redis(&dir);
     println!(
         "\nCPU per exchange added by SQLite: {:.0} µs committing each command, {:.0} µs batched",
         each - memory,
         batched - memory
     );
+    #[cfg(feature = "redis")]
+    if let Some(trips) = redis_trips {
+        println!("Round trips to Redis per exchange (13 commands): {trips:.1}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -423,3 +423,81 @@ async fn exchanges_complete_after_redis_restarts_with_append_only_persistence() 
     })
     .await
 }
+
+// ---- 5. per-mailbox limits across processes --------------------------------------------------
+
+/// A `wormhole-relay` on `store` with `--max-mailbox-messages 5`.
+async fn relay_with_a_message_limit(store: &str) -> RedisRelay {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wormhole-relay"));
+    cmd.args(["--listen", "127.0.0.1:0", "--store", store])
+        .args(["--redis-timeout-ms", "1000", "--max-mailbox-messages", "5"])
+        .env("RUST_LOG", "info");
+    let proc = Proc::spawn("wormhole-relay --max-mailbox-messages 5", cmd, Vec::new());
+    let url = proc
+        .wait_line_after(Stream::Stdout, "wormhole-relay listening on ", DEADLINE)
+        .await;
+    let addr = url
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|hp| hp.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected relay URL {url:?}"));
+    RedisRelay {
+        proc: Some(proc),
+        url,
+        addr,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn adds_spread_over_two_processes_stop_at_the_mailbox_limit() {
+    within(async {
+        let redis = TestRedis::start(false).await;
+        let relays = [
+            relay_with_a_message_limit(&redis.url()).await,
+            relay_with_a_message_limit(&redis.url()).await,
+        ];
+        let t = transport();
+        let mut clients = Vec::new();
+        for (i, relay) in relays.iter().enumerate() {
+            let mut raw = Raw::connect(&t, &relay.url, &format!("side{i}")).await;
+            raw.send(json!({"type": "open", "mailbox": "limited"}))
+                .await;
+            clients.push(raw);
+        }
+        // Each add: its own echo (accepted) or an error (refused); the other process's echoes
+        // are skipped.
+        async fn add(raw: &mut Raw, side: usize, phase: usize) -> Option<String> {
+            let (side, phase) = (format!("side{side}"), phase.to_string());
+            raw.send(json!({"type": "add", "phase": phase, "body": "aa"}))
+                .await;
+            loop {
+                let frame = raw.next().await;
+                match frame["type"].as_str() {
+                    Some("error") => return Some(frame["error"].as_str().unwrap_or("").into()),
+                    Some("message")
+                        if frame["side"] == side.as_str() && frame["phase"] == phase.as_str() =>
+                    {
+                        return None
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for phase in 0..5 {
+            let side = phase % 2;
+            assert_eq!(
+                add(&mut clients[side], side, phase).await,
+                None,
+                "add {phase}"
+            );
+        }
+        let limit = "limit reached: this mailbox holds too many messages (--max-mailbox-messages)";
+        for side in [1, 0] {
+            let refused = add(&mut clients[side], side, 5).await;
+            assert_eq!(refused.as_deref(), Some(limit), "side {side}");
+        }
+        let key = format!("wormhole:app:{APPID}:msgs:limited");
+        assert_eq!(redis.query(&["LLEN", &key]), ":5");
+    })
+    .await
+}

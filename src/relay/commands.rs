@@ -9,7 +9,7 @@
 use serde_json::{Map, Value};
 
 use super::errors;
-use super::limits::{message_bytes, Limit};
+use super::limits::Limit;
 use super::store::{MailboxStore, StoreError, StoredMessage};
 use super::tables::{self, Opened};
 use super::{ConnId, Listener, Relay};
@@ -261,17 +261,30 @@ impl<S: MailboxStore> Relay<S> {
         let Some(mailbox) = mailbox.as_str() else {
             return refuse(errors::OPEN_NEEDS_STRING);
         };
-        self.admit_open(conn, appid, mailbox, now)?;
+        let may_create = self.admit_open(conn, appid, mailbox, now)?;
         // Opening and reading the messages to replay is one step: an `add` by another process
-        // lands either in the replay or (once subscribed) as an echo.
+        // lands either in the replay or (once subscribed) as an echo. Creating the mailbox
+        // takes a claim token (see `admit_open`); a refusal for want of one writes nothing.
         let opened = self.store.transaction(&mut |tx| {
-            if tables::open_mailbox(tx, appid, mailbox, side, now)? == Opened::Crowded {
-                return Ok(Err(errors::CROWDED));
+            let create = !tx.has_mailbox(appid, mailbox)?;
+            if create && !may_create {
+                return Ok(Err(Refusal::Limit(Limit::Claims)));
             }
-            tx.messages(appid, mailbox).map(Ok)
+            if tables::open_mailbox(tx, appid, mailbox, side, now)? == Opened::Crowded {
+                return Ok(Err(Refusal::Error(errors::CROWDED)));
+            }
+            Ok(Ok((tx.messages(appid, mailbox)?, create)))
         })?;
+        if let Err(Refusal::Limit(_)) = opened {
+            // Refused before anything was written: the connection's state stays as it was.
+            return opened.map(|_| ());
+        }
         self.conn_mut(conn).mailbox_id = Some(mailbox.to_owned());
-        let messages = opened.map_err(Refusal::Error)?;
+        let (messages, created) = opened?;
+        if created {
+            // There is a token (checked above, and nothing took it since): take it.
+            self.admit_claim(conn, now)?;
+        }
         let state = self.conn_mut(conn);
         state.open = true;
         if !state.listening {
@@ -317,9 +330,6 @@ impl<S: MailboxStore> Relay<S> {
         };
         self.config.limits.check_phase(phase)?;
         let id = msg.get("id").filter(|id| !id.is_null());
-        let id_text = id.map(Value::to_string);
-        let bytes = message_bytes(side, phase, body, id_text.as_deref());
-        self.admit_message(appid, &mailbox, bytes)?;
         let stored = StoredMessage {
             side: side.to_owned(),
             phase: phase.to_owned(),
@@ -327,15 +337,15 @@ impl<S: MailboxStore> Relay<S> {
             server_rx: now,
             msg_id: id.cloned(),
         };
-        let index = self.store.transaction(&mut |tx| {
-            // The mailbox may have been deleted meanwhile (see the module docs).
-            tables::ensure_mailbox(tx, appid, &mailbox, false, now)?;
-            let index = tx.message_count(appid, &mailbox)?;
-            tx.add_message(appid, &mailbox, stored.clone())?;
-            tx.touch_mailbox(appid, &mailbox, now)?;
-            Ok(index)
-        })?;
-        self.record_message(appid, &mailbox, bytes);
+        // The per-mailbox limits are checked in the transaction that adds, against what the
+        // store holds, so they hold across relay processes (see `tables::add_message`).
+        let limits = &self.config.limits;
+        let index = self
+            .store
+            .transaction(&mut |tx| {
+                tables::add_message(tx, limits, appid, &mailbox, stored.clone(), now)
+            })?
+            .map_err(Refusal::Limit)?;
         self.echo_added(appid, &mailbox, index, &stored, now);
         Ok(())
     }

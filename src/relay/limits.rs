@@ -12,13 +12,28 @@
 //! reverse proxy without `--behind-proxy` connect from, are left alone unless
 //! [`Limits::limit_loopback`] is set; connections without an address (in-process) are never
 //! counted per source.
+//!
+//! Here: the settings and the names of the limits; the per-process bookkeeping (connections,
+//! sources and their buckets) and the checks on it are in `state`.
+//!
+//! # Several relay processes on one store
+//! The per-mailbox message and byte limits are checked by the `add` rule in the store
+//! transaction that adds (`tables::add_message`), against what the store holds: they hold
+//! across processes, exactly. Everything else here is counted by each process for its own
+//! connections, so with N processes a client may get up to N times as much by spreading its
+//! connections over them: connections (in total and per source), the allocation and claim
+//! rates per source, and the listeners per mailbox. Listeners are connections of one process;
+//! counting them in the store would need every process to register and renew them (a process
+//! that dies would otherwise leave its listeners counted forever), which costs a store write
+//! per `open` and per disconnect and a lease scheme; the per-process bound (N times
+//! [`Limits::listeners_per_mailbox`] copies of each broadcast) is accepted instead.
 
-use std::collections::{HashMap, HashSet};
+mod state;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::commands::Refusal;
-use super::store::{MailboxStore, StoreError};
-use super::{ConnId, Relay};
+pub(in crate::relay) use state::LimitState;
 
 /// A rate per source address: a token bucket holding up to `per_minute` tokens, refilled at
 /// `per_minute` tokens a minute. A fresh source may therefore do `per_minute` at once, then
@@ -38,8 +53,8 @@ pub struct Limits {
     /// Bytes (side, phase, body and id of every message) one mailbox may hold
     /// (`--max-mailbox-bytes`). Default 2 MiB.
     pub bytes_per_mailbox: usize,
-    /// Connections that may listen to one mailbox at once (`--max-mailbox-listeners`).
-    /// Default 8.
+    /// Connections that may listen to one mailbox at once (`--max-mailbox-listeners`),
+    /// counted per relay process (see the [module docs](self)). Default 8.
     pub listeners_per_mailbox: usize,
     /// Connections in total (`--max-connections`). Default 20,000.
     pub connections: usize,
@@ -240,310 +255,10 @@ impl Limits {
     }
 }
 
-fn take(bucket: &mut Bucket, rate: Rate, now: f64, limit: Limit) -> Result<(), Limit> {
-    if bucket.take(rate, now) {
-        Ok(())
-    } else {
-        Err(limit)
-    }
-}
-
 fn check_len(text: &str, max: usize, limit: Limit) -> Result<(), Limit> {
     if text.len() > max {
         Err(limit)
     } else {
-        Ok(())
-    }
-}
-
-/// A token bucket (see [`Rate`]).
-#[derive(Debug, Clone)]
-struct Bucket {
-    tokens: f64,
-    at: f64,
-}
-
-impl Bucket {
-    fn full(rate: Rate, now: f64) -> Bucket {
-        Bucket {
-            tokens: f64::from(rate.per_minute),
-            at: now,
-        }
-    }
-
-    fn refill(&mut self, rate: Rate, now: f64) {
-        let capacity = f64::from(rate.per_minute);
-        let elapsed = (now - self.at).max(0.0);
-        self.tokens = (self.tokens + elapsed * capacity / 60.0).min(capacity);
-        self.at = self.at.max(now);
-    }
-
-    fn take(&mut self, rate: Rate, now: f64) -> bool {
-        self.refill(rate, now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn is_full(&mut self, rate: Rate, now: f64) -> bool {
-        self.refill(rate, now);
-        self.tokens >= f64::from(rate.per_minute)
-    }
-}
-
-/// What the relay counts for one source address.
-#[derive(Debug, Clone)]
-struct Source {
-    connections: usize,
-    allocations: Bucket,
-    claims: Bucket,
-}
-
-/// Messages and bytes a mailbox holds.
-#[derive(Debug, Clone, Copy, Default)]
-struct Usage {
-    messages: usize,
-    bytes: usize,
-}
-
-/// The relay's bookkeeping for [`Limits`]: live connections and their sources, the sources'
-/// buckets, and what each mailbox holds (loaded from the store the first time it is needed,
-/// so it is right after a restart over a durable store).
-#[derive(Debug, Default)]
-pub(super) struct LimitState {
-    live: usize,
-    /// Counted connections and their source (`None`: not counted per source).
-    conns: HashMap<ConnId, Option<IpAddr>>,
-    /// Connections refused at `connected`: their frames are ignored until they are gone.
-    refused: HashSet<ConnId>,
-    sources: HashMap<IpAddr, Source>,
-    usage: HashMap<(String, String), Usage>,
-}
-
-/// The bytes a message counts for in [`Limits::bytes_per_mailbox`].
-pub(super) fn message_bytes(side: &str, phase: &str, body: &str, id: Option<&str>) -> usize {
-    side.len() + phase.len() + body.len() + id.map_or(0, str::len)
-}
-
-impl<S: MailboxStore> Relay<S> {
-    fn limits(&self) -> &Limits {
-        &self.config.limits
-    }
-
-    /// Counts a new connection, or refuses it (then it is remembered as refused).
-    pub(super) fn admit_connection(
-        &mut self,
-        conn: ConnId,
-        addr: Option<SocketAddr>,
-        now: f64,
-    ) -> Result<(), Limit> {
-        let source = self.limits().source_key(addr);
-        let state = &mut self.limit_state;
-        if state.live >= self.config.limits.connections {
-            state.refused.insert(conn);
-            return Err(Limit::Connections);
-        }
-        if let Some(ip) = source {
-            let limits = &self.config.limits;
-            let entry = state.sources.entry(ip).or_insert_with(|| Source {
-                connections: 0,
-                allocations: Bucket::full(limits.allocations_per_source, now),
-                claims: Bucket::full(limits.claims_per_source, now),
-            });
-            if entry.connections >= limits.connections_per_source {
-                state.refused.insert(conn);
-                return Err(Limit::ConnectionsPerSource);
-            }
-            entry.connections += 1;
-        }
-        state.live += 1;
-        state.conns.insert(conn, source);
-        Ok(())
-    }
-
-    /// Whether `conn` was refused at `connected` (its frames are ignored).
-    pub(super) fn is_refused(&self, conn: ConnId) -> bool {
-        self.limit_state.refused.contains(&conn)
-    }
-
-    /// Stops counting a connection that went away.
-    pub(super) fn forget_connection(&mut self, conn: ConnId) {
-        let state = &mut self.limit_state;
-        state.refused.remove(&conn);
-        if let Some(source) = state.conns.remove(&conn) {
-            state.live = state.live.saturating_sub(1);
-            if let Some(entry) = source.and_then(|ip| state.sources.get_mut(&ip)) {
-                entry.connections = entry.connections.saturating_sub(1);
-            }
-        }
-    }
-
-    /// Takes an allocation token of `conn`'s source.
-    pub(super) fn admit_allocation(&mut self, conn: ConnId, now: f64) -> Result<(), Limit> {
-        let rate = self.config.limits.allocations_per_source;
-        match self.source_entry(conn) {
-            Some(source) => take(&mut source.allocations, rate, now, Limit::Allocations),
-            None => Ok(()),
-        }
-    }
-
-    /// Takes a claim token of `conn`'s source.
-    pub(super) fn admit_claim(&mut self, conn: ConnId, now: f64) -> Result<(), Limit> {
-        let rate = self.config.limits.claims_per_source;
-        match self.source_entry(conn) {
-            Some(source) => take(&mut source.claims, rate, now, Limit::Claims),
-            None => Ok(()),
-        }
-    }
-
-    /// Takes a claim token if `open` would create the mailbox.
-    pub(super) fn admit_open(
-        &mut self,
-        conn: ConnId,
-        appid: &str,
-        mailbox: &str,
-        now: f64,
-    ) -> Result<(), Refusal> {
-        self.limits().check_mailbox_id(mailbox)?;
-        let key = (appid.to_owned(), mailbox.to_owned());
-        let listeners = self.subscribers.get(&key).map_or(0, Vec::len);
-        if listeners >= self.limits().listeners_per_mailbox {
-            return Err(Limit::MailboxListeners.into());
-        }
-        if self
-            .store
-            .transaction(&mut |tx| tx.mailbox(appid, mailbox))?
-            .is_none()
-        {
-            self.admit_claim(conn, now)?;
-        }
-        Ok(())
-    }
-
-    fn source_entry(&mut self, conn: ConnId) -> Option<&mut Source> {
-        let ip = (*self.limit_state.conns.get(&conn)?)?;
-        self.limit_state.sources.get_mut(&ip)
-    }
-
-    /// Checks that `mailbox` has room for one more message of `bytes`.
-    pub(super) fn admit_message(
-        &mut self,
-        appid: &str,
-        mailbox: &str,
-        bytes: usize,
-    ) -> Result<(), Refusal> {
-        let usage = self.usage(appid, mailbox)?;
-        if usage.messages >= self.limits().messages_per_mailbox {
-            return Err(Limit::MailboxMessages.into());
-        }
-        if usage.bytes.saturating_add(bytes) > self.limits().bytes_per_mailbox {
-            return Err(Limit::MailboxBytes.into());
-        }
-        Ok(())
-    }
-
-    /// Counts a message stored in `mailbox`.
-    pub(super) fn record_message(&mut self, appid: &str, mailbox: &str, bytes: usize) {
-        let key = (appid.to_owned(), mailbox.to_owned());
-        let usage = self.limit_state.usage.entry(key).or_default();
-        usage.messages += 1;
-        usage.bytes += bytes;
-    }
-
-    /// Forgets what a deleted mailbox held.
-    pub(super) fn forget_mailbox(&mut self, appid: &str, mailbox: &str) {
-        self.limit_state
-            .usage
-            .remove(&(appid.to_owned(), mailbox.to_owned()));
-    }
-
-    fn usage(&mut self, appid: &str, mailbox: &str) -> Result<Usage, StoreError> {
-        let key = (appid.to_owned(), mailbox.to_owned());
-        if let Some(usage) = self.limit_state.usage.get(&key) {
-            return Ok(*usage);
-        }
-        let mut usage = Usage::default();
-        for m in self
-            .store
-            .transaction(&mut |tx| tx.messages(appid, mailbox))?
-        {
-            let id = m.msg_id.as_ref().map(|id| id.to_string());
-            usage.messages += 1;
-            usage.bytes += message_bytes(&m.side, &m.phase, &m.body, id.as_deref());
-        }
-        self.limit_state.usage.insert(key, usage);
-        Ok(usage)
-    }
-
-    /// Deletes the nameplates claimed by a single side whose mailbox nobody listens to and
-    /// which was last used (or last listened to) [`Limits::abandoned_nameplate_secs`] ago,
-    /// with their mailboxes; and forgets sources with no connection and full buckets.
-    pub(super) fn prune_abandoned(
-        &mut self,
-        now: f64,
-        pruned: &mut usize,
-    ) -> Result<(), StoreError> {
-        let limits = self.config.limits.clone();
-        self.limit_state.sources.retain(|_, s| {
-            s.connections > 0
-                || !s.allocations.is_full(limits.allocations_per_source, now)
-                || !s.claims.is_full(limits.claims_per_source, now)
-        });
-        let old = now - limits.abandoned_nameplate_secs;
-        // Candidates in one read, then each deletion in a transaction of its own that checks
-        // again, so a nameplate claimed meanwhile (by this process or another) is kept.
-        let candidates = self.store.transaction(&mut |tx| {
-            let mut found = Vec::new();
-            for appid in tx.app_ids()? {
-                for name in tx.nameplate_names(&appid)? {
-                    match tx.nameplate(&appid, &name)? {
-                        Some(nameplate) if nameplate.sides.len() == 1 => {
-                            found.push((appid.clone(), name, nameplate.mailbox_id))
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            Ok(found)
-        })?;
-        for (appid, name, id) in candidates {
-            if self.subscribers.contains_key(&(appid.clone(), id.clone())) {
-                continue;
-            }
-            let deleted = self.store.transaction(&mut |tx| {
-                let side = match tx.nameplate(&appid, &name)? {
-                    Some(n) if n.sides.len() == 1 && n.mailbox_id == id => n.sides[0].side.clone(),
-                    _ => return Ok(false),
-                };
-                match tx.mailbox(&appid, &id)? {
-                    Some(mailbox) if mailbox.updated > old => return Ok(false),
-                    _ => {}
-                }
-                // A side that sent a message (every real client sends its `pake` at once) is
-                // waiting for its peer, perhaps for days on a long-lived schedule: only the
-                // mailbox expiry applies to it. This rule is for squatters that allocate and
-                // leave.
-                if tx.messages(&appid, &id)?.iter().any(|m| m.side == side) {
-                    return Ok(false);
-                }
-                tx.delete_nameplates_for_mailbox(&appid, &id)?;
-                tx.delete_nameplate(&appid, &name)?;
-                tx.delete_mailbox(&appid, &id)?;
-                Ok(true)
-            })?;
-            if deleted {
-                tracing::debug!(
-                    appid,
-                    nameplate = name,
-                    "relay: pruning abandoned nameplate"
-                );
-                self.drop_listeners(&appid, &id);
-                *pruned += 1;
-            }
-        }
         Ok(())
     }
 }
@@ -556,6 +271,8 @@ impl From<Limit> for Refusal {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     #[test]
@@ -583,24 +300,6 @@ mod tests {
             ..Limits::default()
         };
         assert_eq!(strict.source_key(Some(lo)), Some(lo.ip()));
-    }
-
-    #[test]
-    fn a_bucket_allows_a_burst_then_refills_at_its_rate() {
-        let rate = Rate { per_minute: 6 };
-        let mut bucket = Bucket::full(rate, 0.0);
-        assert!((0..6).all(|_| bucket.take(rate, 0.0)));
-        assert!(!bucket.take(rate, 0.0));
-        assert!(!bucket.take(rate, 9.9));
-        assert!(bucket.take(rate, 10.0)); // one token every 10 s
-        assert!(!bucket.take(rate, 10.0));
-        assert!(!bucket.is_full(rate, 60.0));
-        assert!(bucket.is_full(rate, 70.0));
-        // A clock that goes back does not mint tokens.
-        let mut bucket = Bucket::full(rate, 100.0);
-        assert!((0..6).all(|_| bucket.take(rate, 100.0)));
-        assert!(!bucket.take(rate, 50.0));
-        assert!(!bucket.take(rate, 100.0));
     }
 
     #[test]

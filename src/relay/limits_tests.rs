@@ -457,3 +457,117 @@ fn a_broadcast_is_serialized_once_and_shared() {
     assert_eq!(messages.len(), 2);
     assert!(Arc::ptr_eq(&messages[0], &messages[1]));
 }
+
+/// Two relay processes (`a`, `b`) over one shared store, with room for 5 messages and 103
+/// bytes per mailbox: adds spread over both are refused at the limit exactly, as on one
+/// process, because the count is read in the transaction that adds. (With a per-process
+/// count, each process would admit its own 5 messages.)
+pub(super) fn spread_adds_are_limited_exactly<S: MailboxStore>(a: S, b: S) {
+    let limits = Limits {
+        messages_per_mailbox: 5,
+        bytes_per_mailbox: 103,
+        ..Limits::default()
+    };
+    let config = RelayConfig {
+        limits,
+        ..RelayConfig::default()
+    };
+    let mut relays = [
+        Relay::new(config.clone(), a, [1; 32]),
+        Relay::new(config, b, [2; 32]),
+    ];
+    let mut now = T0;
+    let mut send = |relay: &mut Relay<S>, conn: ConnId, frame: Value| -> Vec<Value> {
+        now += 0.001;
+        relay.received(conn, &frame.to_string(), now);
+        std::iter::from_fn(|| relay.poll_output())
+            .filter_map(|out| match out {
+                RelayOutput::Send { frame, .. } => serde_json::from_str(&frame).ok(),
+                RelayOutput::Close { .. } => None,
+            })
+            .collect()
+    };
+    let kinds = |frames: &[Value]| -> Vec<String> {
+        let kind = |f: &Value| f["type"].as_str().unwrap_or("?").to_owned();
+        frames.iter().map(kind).collect()
+    };
+    // Connections 1 and 3 on `a`, 2 and 4 on `b`; 1 and 2 share "msgs", 3 and 4 "bytes".
+    for (conn, mailbox) in [(1, "msgs"), (2, "msgs"), (3, "bytes"), (4, "bytes")] {
+        let relay = &mut relays[(conn as usize + 1) % 2];
+        relay.connected(conn, None, T0);
+        let side = format!("s{conn}");
+        send(
+            relay,
+            conn,
+            json!({"type": "bind", "appid": "a", "side": side}),
+        );
+        let out = send(relay, conn, json!({"type": "open", "mailbox": mailbox}));
+        assert!(!kinds(&out).contains(&"error".to_owned()), "{out:?}");
+    }
+    let mut add = |conn: ConnId, phase: &str, body: &str, id: Option<&str>| {
+        let relay = &mut relays[(conn as usize + 1) % 2];
+        let frame = json!({"type": "add", "phase": phase, "body": body, "id": id});
+        let out = send(relay, conn, frame);
+        let error = out.iter().find(|f| f["type"] == "error");
+        error.map(|f| f["error"].as_str().unwrap_or("?").to_owned())
+    };
+    // Five messages (4 bytes each), alternating processes; the sixth is refused on both.
+    for (i, conn) in [1, 2, 1, 2, 1].into_iter().enumerate() {
+        assert_eq!(add(conn, &i.to_string(), "a", None), None, "add {i}");
+    }
+    for conn in [2, 1] {
+        let refused = add(conn, "5", "a", None);
+        assert_eq!(refused.as_deref(), Some(Limit::MailboxMessages.error()));
+    }
+    // 33 + 33 + 33 + 4 = 103 bytes fit exactly; 3 more do not, on either process. A big
+    // message: side and phase (3), a body of 27 bytes in 26 characters, and the id `"x"` as
+    // JSON (3).
+    let body = format!("\u{e9}{}", "b".repeat(25));
+    for (i, conn) in [3, 4, 3].into_iter().enumerate() {
+        assert_eq!(add(conn, &i.to_string(), &body, Some("x")), None, "add {i}");
+    }
+    assert_eq!(add(4, "3", "b", None), None);
+    for conn in [3, 4] {
+        let refused = add(conn, "4", "", None);
+        assert_eq!(refused.as_deref(), Some(Limit::MailboxBytes.error()));
+    }
+    // Each process counted its own refusals; the store holds exactly what was admitted.
+    for relay in &relays {
+        assert_eq!(relay.metrics().limit_hits(Limit::MailboxMessages.name()), 1);
+        assert_eq!(relay.metrics().limit_hits(Limit::MailboxBytes.name()), 1);
+    }
+    let store = &mut relays[0].store;
+    let held = store
+        .transaction(&mut |tx| Ok((tx.mailbox_usage("a", "msgs")?, tx.messages("a", "bytes")?)))
+        .unwrap();
+    assert_eq!(
+        held.0,
+        MailboxUsage {
+            messages: 5,
+            bytes: 20
+        }
+    );
+    let phases: Vec<_> = held.1.iter().map(|m| m.phase.as_str()).collect();
+    assert_eq!(phases, ["0", "1", "2", "3"]);
+}
+
+#[cfg(feature = "relay-server")]
+#[test]
+fn mailbox_limits_hold_across_relays_sharing_a_store() {
+    let shared = shared::SharedMemoryStore::new();
+    spread_adds_are_limited_exactly(shared.clone(), shared);
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn mailbox_limits_hold_across_relays_on_one_sqlite_file() {
+    let dir = std::env::temp_dir().join(format!("wormhole-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("shared.sqlite");
+    let (a, b) = (
+        SqliteStore::open(&path).unwrap(),
+        SqliteStore::open(&path).unwrap(),
+    );
+    spread_adds_are_limited_exactly(a, b);
+    let _ = std::fs::remove_dir_all(&dir);
+}

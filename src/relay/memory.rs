@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::store::{
-    MailboxRecord, MailboxSide, MailboxStore, MailboxTables, NameplateRecord, NameplateSide,
-    StoreError, StoredMessage,
+    MailboxRecord, MailboxSide, MailboxStore, MailboxTables, MailboxUsage, NameplateRecord,
+    NameplateSide, StoreError, StoredMessage,
 };
 
 /// A mailbox together with its messages, as [`MemoryStore`] keeps it.
@@ -365,6 +365,10 @@ impl MailboxTables for MemoryTx<'_> {
         self.store.message_count(appid, mailbox_id)
     }
 
+    fn mailbox_usage(&self, appid: &str, mailbox_id: &str) -> Result<MailboxUsage, StoreError> {
+        self.store.mailbox_usage(appid, mailbox_id)
+    }
+
     fn messages_since(
         &self,
         appid: &str,
@@ -547,6 +551,18 @@ impl MailboxTables for MemoryStore {
             .get(appid)
             .and_then(|app| app.mailboxes.get(mailbox_id))
             .map_or(0, |mailbox| mailbox.messages.len()))
+    }
+
+    fn mailbox_usage(&self, appid: &str, mailbox_id: &str) -> Result<MailboxUsage, StoreError> {
+        let messages = self
+            .apps
+            .get(appid)
+            .and_then(|app| app.mailboxes.get(mailbox_id))
+            .map_or(&[][..], |mailbox| &mailbox.messages[..]);
+        Ok(MailboxUsage {
+            messages: messages.len(),
+            bytes: messages.iter().map(StoredMessage::counted_bytes).sum(),
+        })
     }
 
     fn messages_since(

@@ -107,8 +107,8 @@ pub use shared::{SharedMemoryStore, SharedStore};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use store::{
-    MailboxRecord, MailboxSide, MailboxStore, MailboxTables, NameplateRecord, NameplateSide,
-    StoreError, StoredMessage,
+    MailboxRecord, MailboxSide, MailboxStore, MailboxTables, MailboxUsage, NameplateRecord,
+    NameplateSide, StoreError, StoredMessage,
 };
 
 /// Identifies one client connection; chosen by the runner, unique among live connections.
@@ -521,7 +521,6 @@ impl<S: MailboxStore> Relay<S> {
 
     /// Unsubscribes every connection from a deleted mailbox.
     fn drop_listeners(&mut self, appid: &str, id: &str) {
-        self.forget_mailbox(appid, id);
         if let Some(listeners) = self.subscribers.remove(&(appid.to_owned(), id.to_owned())) {
             for listener in listeners {
                 if let Some(state) = self.conns.get_mut(&listener.conn) {

@@ -16,8 +16,8 @@ use super::fanout::MailboxChange;
 use super::memory::MemoryStore;
 use super::server::{spawn_inner, RelayHandle, ServerOptions};
 use super::store::{
-    MailboxRecord, MailboxSide, MailboxStore, MailboxTables, NameplateRecord, NameplateSide,
-    StoreError, StoredMessage,
+    MailboxRecord, MailboxSide, MailboxStore, MailboxTables, MailboxUsage, NameplateRecord,
+    NameplateSide, StoreError, StoredMessage,
 };
 
 /// A [`MailboxStore`] that other relay instances (processes) share, with a feed of the
@@ -238,6 +238,9 @@ impl MailboxTables for Recorder<'_, '_> {
     }
     fn message_count(&self, appid: &str, mailbox_id: &str) -> Result<usize, StoreError> {
         self.tables.message_count(appid, mailbox_id)
+    }
+    fn mailbox_usage(&self, appid: &str, mailbox_id: &str) -> Result<MailboxUsage, StoreError> {
+        self.tables.mailbox_usage(appid, mailbox_id)
     }
     fn messages_since(
         &self,

@@ -124,6 +124,28 @@ pub struct StoredMessage {
     pub msg_id: Option<Value>,
 }
 
+impl StoredMessage {
+    /// The bytes this message counts for in a mailbox's byte limit
+    /// ([`Limits::bytes_per_mailbox`](super::Limits::bytes_per_mailbox)): its side, phase,
+    /// body, and id as JSON text.
+    pub fn counted_bytes(&self) -> usize {
+        self.side.len()
+            + self.phase.len()
+            + self.body.len()
+            + self.msg_id.as_ref().map_or(0, |id| id.to_string().len())
+    }
+}
+
+/// What a mailbox holds, as the per-mailbox limits count it (see
+/// [`MailboxTables::mailbox_usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MailboxUsage {
+    /// How many messages it holds.
+    pub messages: usize,
+    /// The sum of their [`StoredMessage::counted_bytes`].
+    pub bytes: usize,
+}
+
 /// The rows of nameplates, mailboxes and messages, scoped per app id, as seen inside one
 /// transaction (see the [module docs](self)).
 ///
@@ -236,6 +258,18 @@ pub trait MailboxTables {
     /// this when it can count without reading the messages.
     fn message_count(&self, appid: &str, mailbox_id: &str) -> Result<usize, StoreError> {
         Ok(self.messages(appid, mailbox_id)?.len())
+    }
+
+    /// How many messages a mailbox holds and their bytes ([`MailboxUsage`]; zero for a
+    /// missing mailbox), read inside the transaction so that the per-mailbox limits hold
+    /// across relay processes. A backend should override this when it can answer without
+    /// reading the messages.
+    fn mailbox_usage(&self, appid: &str, mailbox_id: &str) -> Result<MailboxUsage, StoreError> {
+        let messages = self.messages(appid, mailbox_id)?;
+        Ok(MailboxUsage {
+            messages: messages.len(),
+            bytes: messages.iter().map(StoredMessage::counted_bytes).sum(),
+        })
     }
 
     /// The messages of a mailbox from the `start`-th on (0-based, insertion order). A

@@ -15,8 +15,10 @@ use rand::{Rng, RngCore};
 use rand_chacha::ChaCha20Rng;
 
 use super::errors;
+use super::limits::{Limit, Limits};
 use super::store::{
     MailboxRecord, MailboxSide, MailboxTables, NameplateRecord, NameplateSide, StoreError,
+    StoredMessage,
 };
 
 /// What the rules decided: go ahead with a `T`, or refuse with this error text (after the
@@ -205,6 +207,36 @@ pub(super) fn ensure_mailbox(
         tx.insert_mailbox(appid, id, for_nameplate, now)?;
     }
     Ok(())
+}
+
+/// Python's `Mailbox.add_message`, within the per-mailbox limits: appends `message` to the
+/// mailbox (creating the mailbox if it was deleted meanwhile) and touches it. Returns the
+/// message's index (insertion order), or the limit it would break: the mailbox already holds
+/// [`Limits::messages_per_mailbox`] messages, or this one's bytes would take it past
+/// [`Limits::bytes_per_mailbox`]. A refusal writes nothing.
+///
+/// The count and bytes are read in this transaction, so the limits hold across relay
+/// processes sharing the store: an add by another process in between makes the transaction
+/// conflict (an optimistic store then runs it again) or waits (a locking one).
+pub(super) fn add_message(
+    tx: &mut dyn MailboxTables,
+    limits: &Limits,
+    appid: &str,
+    id: &str,
+    message: StoredMessage,
+    now: f64,
+) -> Result<Result<usize, Limit>, StoreError> {
+    let usage = tx.mailbox_usage(appid, id)?;
+    if usage.messages >= limits.messages_per_mailbox {
+        return Ok(Err(Limit::MailboxMessages));
+    }
+    if usage.bytes.saturating_add(message.counted_bytes()) > limits.bytes_per_mailbox {
+        return Ok(Err(Limit::MailboxBytes));
+    }
+    ensure_mailbox(tx, appid, id, false, now)?;
+    tx.add_message(appid, id, message)?;
+    tx.touch_mailbox(appid, id, now)?;
+    Ok(Ok(usage.messages))
 }
 
 /// Python's `open_mailbox`: creates the mailbox if needed, adds this side's row if missing,

@@ -5,25 +5,62 @@ use std::time::Duration;
 use redis::Value;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::RedisOptions;
 use crate::relay::fanout::MailboxChange;
 
-/// How long one `XREAD` blocks waiting for entries (the thread notices a dropped receiver
-/// within this).
-const BLOCK: Duration = Duration::from_millis(500);
+#[cfg(test)]
+#[path = "feed_tests.rs"]
+mod tests;
+
 /// Entries read at once.
 const BATCH: usize = 512;
-/// Pause between connection attempts while Redis is unreachable.
-const RETRY: Duration = Duration::from_millis(200);
+
+/// The feed's waits, from [`RedisOptions`] (see "Fan-out" in the module docs for why they
+/// are not the clock's).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Waits {
+    /// Deadline of connecting and of every write ([`RedisOptions::timeout`]); reads get
+    /// `block` more.
+    pub(super) timeout: Duration,
+    /// How long one `XREAD` blocks waiting for entries ([`RedisOptions::feed_block`]).
+    pub(super) block: Duration,
+    /// Pause between connection attempts ([`RedisOptions::feed_retry_delay`]).
+    pub(super) retry: Duration,
+}
+
+impl Waits {
+    pub(super) fn of(options: &RedisOptions) -> Waits {
+        Waits {
+            timeout: options.timeout,
+            // `BLOCK 0` would block for ever.
+            block: options.feed_block.max(Duration::from_millis(1)),
+            retry: options.feed_retry_delay,
+        }
+    }
+}
+
+/// How the feed resumed after (re)connecting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Resumed {
+    /// The first start: from the stream's end (after a [`MailboxChange::Resync`]).
+    Started,
+    /// After an outage, from the last entry seen: `missed` entries (at most 100,000
+    /// counted) follow.
+    Replaying { missed: usize },
+    /// After an outage that the stream no longer reaches back over: a
+    /// [`MailboxChange::Resync`] was sent.
+    Resync,
+}
 
 pub(super) fn spawn(
     client: redis::Client,
     stream: String,
-    timeout: Duration,
+    waits: Waits,
     out: UnboundedSender<MailboxChange>,
 ) {
     let spawned = std::thread::Builder::new()
         .name("wormhole-redis-feed".into())
-        .spawn(move || Feed::new(client, stream, timeout, out).run());
+        .spawn(move || Feed::new(client, stream, waits, out).run());
     if let Err(e) = spawned {
         tracing::error!(error = %e, "relay store: cannot start the Redis change feed");
     }
@@ -32,7 +69,7 @@ pub(super) fn spawn(
 struct Feed {
     client: redis::Client,
     stream: String,
-    timeout: Duration,
+    waits: Waits,
     out: UnboundedSender<MailboxChange>,
     con: Option<redis::Connection>,
     /// The id of the last entry forwarded (or the stream's end when the feed started).
@@ -51,13 +88,13 @@ impl Feed {
     fn new(
         client: redis::Client,
         stream: String,
-        timeout: Duration,
+        waits: Waits,
         out: UnboundedSender<MailboxChange>,
     ) -> Feed {
         Feed {
             client,
             stream,
-            timeout,
+            waits,
             out,
             con: None,
             last: None,
@@ -73,15 +110,17 @@ impl Feed {
                     self.lost = true;
                     tracing::warn!(error = %e, "relay store: the change feed lost Redis; retrying");
                 }
-                std::thread::sleep(RETRY);
+                // A thread outside the runtime: see "Fan-out" in the module docs.
+                std::thread::sleep(self.waits.retry);
             }
         }
     }
 
     fn connect(&self) -> redis::RedisResult<redis::Connection> {
-        let con = self.client.get_connection_with_timeout(self.timeout)?;
-        con.set_read_timeout(Some(BLOCK + self.timeout))?;
-        con.set_write_timeout(Some(self.timeout))?;
+        let timeout = self.waits.timeout;
+        let con = self.client.get_connection_with_timeout(timeout)?;
+        con.set_read_timeout(Some(self.waits.block + timeout))?;
+        con.set_write_timeout(Some(timeout))?;
         Ok(con)
     }
 
@@ -99,7 +138,7 @@ impl Feed {
             .arg("COUNT")
             .arg(BATCH)
             .arg("BLOCK")
-            .arg(BLOCK.as_millis() as u64)
+            .arg(u64::try_from(self.waits.block.as_millis()).unwrap_or(u64::MAX))
             .arg("STREAMS")
             .arg(&self.stream)
             .arg(self.last.as_deref().unwrap_or("0-0"))
@@ -120,7 +159,7 @@ impl Feed {
     /// After (re)connecting: at the first start, begins at the stream's end; after an outage,
     /// replays from the last entry seen, or asks for a resync if the stream was trimmed past
     /// it (or lost, e.g. Redis restarted without persistence).
-    fn resume(&mut self, con: &mut redis::Connection) -> redis::RedisResult<()> {
+    fn resume(&mut self, con: &mut redis::Connection) -> redis::RedisResult<Resumed> {
         let newest = first_id(
             redis::cmd("XREVRANGE")
                 .arg(&self.stream)
@@ -136,7 +175,7 @@ impl Feed {
             // Whatever changed between the relay's start and this moment is not in the feed:
             // a resync covers it (at start, usually nothing listens yet, so it costs nothing).
             let _ = self.out.send(MailboxChange::Resync);
-            return Ok(());
+            return Ok(Resumed::Started);
         };
         let oldest = first_id(
             redis::cmd("XRANGE")
@@ -175,14 +214,15 @@ impl Feed {
                 self.last = Some(newest.unwrap_or_else(|| "0-0".into()));
             }
             let _ = self.out.send(MailboxChange::Resync);
+            Ok(Resumed::Resync)
         } else {
             tracing::info!(
                 from = %last,
                 missed,
                 "relay store: the change feed is back; replaying the changes missed meanwhile"
             );
+            Ok(Resumed::Replaying { missed })
         }
-        Ok(())
     }
 }
 

@@ -11,6 +11,7 @@
 //! | `P:app:A:mailboxes` | sorted set | A's mailbox ids, scored by `updated` |
 //! | `P:app:A:mb:ID` | string | a [`MailboxRecord`](crate::relay::MailboxRecord) as JSON |
 //! | `P:app:A:msgs:ID` | list | the mailbox's messages as JSON, in insertion order |
+//! | `P:app:A:msg-bytes:ID` | string | the sum of their [`counted_bytes`](crate::relay::StoredMessage::counted_bytes) (for the byte limit) |
 //! | `P:changes` | stream | the change feed: `a`, `m`, and `n` (count) or `d` (deleted) |
 //!
 //! App ids, names, sides and ids are free text from clients: `%` and `:` in them are
@@ -76,6 +77,10 @@ impl Keys {
 
     pub(super) fn messages(&self, appid: &str, id: &str) -> String {
         self.app(appid, &format!("msgs:{}", enc(id)))
+    }
+
+    pub(super) fn message_bytes(&self, appid: &str, id: &str) -> String {
+        self.app(appid, &format!("msg-bytes:{}", enc(id)))
     }
 }
 

@@ -36,6 +36,14 @@
 //! entry it saw (logging how many it replayed), or sends [`MailboxChange::Resync`] when the
 //! stream no longer reaches back that far.
 //!
+//! The feed is a plain thread, not a task: the `redis` crate's synchronous connection blocks
+//! in `XREAD BLOCK`, and a task doing that would hold a runtime worker. Outside the runtime
+//! the thread cannot wait on [`RedisOptions::clock`] (its sleeps are futures of the runtime's
+//! timer), so its two waits are options, each bounded: [`RedisOptions::feed_block`] (spent
+//! inside Redis, as the `BLOCK` argument) and [`RedisOptions::feed_retry_delay`] (a
+//! `std::thread::sleep` between connection attempts while Redis is unreachable). Neither
+//! decides anything the relay's rules see: they only pace the feed.
+//!
 //! # HTTP-polling sessions
 //! With feature `http`, [`RedisSessionPeers`] lets the processes serve each other's
 //! HTTP-polling sessions: a request that reaches a process other than the session's owner is
@@ -48,6 +56,8 @@ mod peers;
 #[cfg(test)]
 mod tests;
 mod tx;
+#[cfg(test)]
+mod usage_tests;
 
 use std::fmt;
 use std::sync::Arc;
@@ -83,6 +93,12 @@ pub struct RedisOptions {
     pub stream_max_len: u64,
     /// The clock of the reconnect delay.
     pub clock: Arc<dyn Clock>,
+    /// How long the change feed's `XREAD` blocks in Redis waiting for entries; the feed
+    /// notices a dropped receiver within this. (See "Fan-out" in the [module docs](self) for
+    /// why the feed's waits are options rather than [`clock`](Self::clock) sleeps.)
+    pub feed_block: Duration,
+    /// The change feed's pause between connection attempts while Redis is unreachable.
+    pub feed_retry_delay: Duration,
 }
 
 impl Default for RedisOptions {
@@ -94,6 +110,8 @@ impl Default for RedisOptions {
             reconnect_delay: Duration::from_millis(250),
             stream_max_len: 100_000,
             clock: Arc::new(TokioClock::new()),
+            feed_block: Duration::from_millis(500),
+            feed_retry_delay: Duration::from_millis(200),
         }
     }
 }
@@ -116,6 +134,8 @@ pub struct RedisStore {
     con: Option<redis::Connection>,
     /// No connection attempt before this time of [`RedisOptions::clock`]; the last failure.
     down: Option<(Duration, Arc<Unreachable>)>,
+    /// See [`RedisStore::round_trips`].
+    round_trips: u64,
 }
 
 impl fmt::Debug for RedisStore {
@@ -143,6 +163,7 @@ impl RedisStore {
             options,
             con: None,
             down: None,
+            round_trips: 0,
         };
         store.connection()?;
         Ok(store)
@@ -151,6 +172,13 @@ impl RedisStore {
     /// The settings.
     pub fn options(&self) -> &RedisOptions {
         &self.options
+    }
+
+    /// How many round trips to Redis this store's transactions made so far: each read
+    /// (a `WATCH` with its reads, pipelined), each commit (`MULTI`/`EXEC`) and each abandon
+    /// (`UNWATCH`); connecting is not counted. For measurements (`benches/relay_store.rs`).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips
     }
 
     fn connect(client: &redis::Client, timeout: Duration) -> redis::RedisResult<redis::Connection> {
@@ -227,8 +255,10 @@ impl MailboxStore for RedisStore {
             let con = self.connection()?;
             let mut tx = RedisTx::new(con, keys, max_len);
             let result = work(&mut tx);
+            let reads = tx.round_trips();
             if let Some(failure) = tx.take_failure() {
                 drop(tx);
+                self.round_trips += reads;
                 if std::mem::take(&mut may_be_stale) && !failure.is_timeout() {
                     tracing::debug!(error = %failure, "relay store: stale Redis connection, again");
                     self.con = None;
@@ -241,13 +271,17 @@ impl MailboxStore for RedisStore {
             let value = match result {
                 Ok(value) => value,
                 Err(e) => {
-                    if let Err(failure) = tx.abandon() {
+                    let abandoned = tx.abandon();
+                    self.round_trips += reads + 1;
+                    if let Err(failure) = abandoned {
                         self.went_down("abandoning a transaction", failure);
                     }
                     return Err(e);
                 }
             };
-            match tx.commit() {
+            let committed = tx.commit();
+            self.round_trips += reads + 1;
+            match committed {
                 Ok(Committed::Done) => return Ok(value),
                 Ok(Committed::Conflict) => {
                     tracing::debug!(attempt, "relay store: transaction conflicted, again");
@@ -266,7 +300,7 @@ impl SharedStore for RedisStore {
         feed::spawn(
             self.client.clone(),
             self.keys.changes(),
-            self.options.timeout,
+            feed::Waits::of(&self.options),
             tx,
         );
         rx

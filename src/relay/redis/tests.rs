@@ -16,14 +16,14 @@ use crate::relay::{
 };
 
 /// A `redis-server` of this test: loopback, a free port, its own directory; killed on drop.
-struct TestRedis {
+pub(super) struct TestRedis {
     child: Child,
     port: u16,
     dir: PathBuf,
 }
 
 impl TestRedis {
-    fn start() -> TestRedis {
+    pub(super) fn start() -> TestRedis {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -64,11 +64,11 @@ impl TestRedis {
         TestRedis { child, port, dir }
     }
 
-    fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    fn store(&self) -> RedisStore {
+    pub(super) fn store(&self) -> RedisStore {
         RedisStore::open(&self.url(), quick()).expect("connect to the test redis")
     }
 
@@ -85,7 +85,7 @@ impl Drop for TestRedis {
     }
 }
 
-fn quick() -> RedisOptions {
+pub(super) fn quick() -> RedisOptions {
     RedisOptions {
         timeout: Duration::from_secs(2),
         reconnect_delay: Duration::from_millis(50),
@@ -93,7 +93,7 @@ fn quick() -> RedisOptions {
     }
 }
 
-fn drain<S: MailboxStore>(relay: &mut Relay<S>) -> Vec<(u64, Value)> {
+pub(super) fn drain<S: MailboxStore>(relay: &mut Relay<S>) -> Vec<(u64, Value)> {
     std::iter::from_fn(|| relay.poll_output())
         .filter_map(|out| match out {
             RelayOutput::Send { conn, frame } => {
@@ -106,7 +106,11 @@ fn drain<S: MailboxStore>(relay: &mut Relay<S>) -> Vec<(u64, Value)> {
         .collect()
 }
 
-fn send<S: MailboxStore>(relay: &mut Relay<S>, conn: u64, frame: Value) -> Vec<(u64, Value)> {
+pub(super) fn send<S: MailboxStore>(
+    relay: &mut Relay<S>,
+    conn: u64,
+    frame: Value,
+) -> Vec<(u64, Value)> {
     relay.received(conn, &frame.to_string(), 1000.0);
     drain(relay)
 }

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::db_err;
 use crate::relay::store::{
-    MailboxRecord, MailboxSide, MailboxTables, NameplateRecord, NameplateSide, StoreError,
-    StoredMessage,
+    MailboxRecord, MailboxSide, MailboxTables, MailboxUsage, NameplateRecord, NameplateSide,
+    StoreError, StoredMessage,
 };
 
 /// The [`MailboxTables`] over a connection (inside a transaction, or autocommitting).
@@ -349,6 +349,30 @@ impl MailboxTables for Tables<'_> {
             )));
         }
         Ok(())
+    }
+
+    fn mailbox_usage(&self, appid: &str, mailbox_id: &str) -> Result<MailboxUsage, StoreError> {
+        // Summed in SQLite from the values' sizes (`octet_length`: UTF-8 bytes, without
+        // loading the bodies), as `StoredMessage::counted_bytes` counts them (the id is
+        // stored as its JSON text).
+        let (messages, bytes) = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*), COALESCE(SUM(octet_length(side) + octet_length(phase) \
+                 + octet_length(body) + COALESCE(octet_length(msg_id), 0)), 0) \
+                 FROM messages WHERE app_id = ?1 AND mailbox_id = ?2",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row([appid, mailbox_id], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+                })
+            })
+            .map_err(db_err("counting a mailbox's messages"))?;
+        let size = |n: i64| usize::try_from(n).unwrap_or(usize::MAX);
+        Ok(MailboxUsage {
+            messages: size(messages),
+            bytes: size(bytes),
+        })
     }
 
     fn messages(&self, appid: &str, mailbox_id: &str) -> Result<Vec<StoredMessage>, StoreError> {
