@@ -98,7 +98,7 @@ pub struct MailboxSide {
     pub added: f64,
 }
 
-/// A mailbox and its sides (its messages are read with [`MailboxStore::messages`]).
+/// A mailbox and its sides (its messages are read with [`MailboxTables::messages`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MailboxRecord {
     /// Whether it was created by a nameplate claim (rather than by a bare `open`).
@@ -147,7 +147,7 @@ pub struct MailboxUsage {
 }
 
 /// The rows of nameplates, mailboxes and messages, scoped per app id, as seen inside one
-/// transaction (see the [module docs](self)).
+/// transaction (see [`MailboxStore::transaction`]).
 ///
 /// A failure is a [`StoreError`]. Mutations of a missing row's children (a side of a missing
 /// nameplate, a message for a missing mailbox) fail with [`StoreError::NotFound`]; deleting

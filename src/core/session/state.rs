@@ -247,7 +247,7 @@ pub(super) struct Phases {
     pub inbox: BTreeMap<u64, Vec<u8>>,
     /// Number of the next phase to hand over.
     pub next_in: u64,
-    /// Handed to the application and not yet marked read ([`Input::DataRead`]).
+    /// Handed to the application and not yet marked read ([`Input::DataRead`](super::io::Input::DataRead)).
     #[serde(with = "crate::core::forms::hex_deque")]
     pub unread: VecDeque<Vec<u8>>,
     /// The other side's `app_versions`, once received.

@@ -9,7 +9,7 @@
 //! watched key meanwhile; then the unit of work runs again on fresh reads, at most
 //! [`RedisOptions::max_attempts`] times, after which the command fails with
 //! [`StoreError::Contended`]. Plain commands only (strings, sets, sorted sets, lists, a
-//! stream), so Valkey serves as well. The layout is in [`keys`].
+//! stream), so Valkey serves as well. The key layout is documented in `keys.rs`.
 //!
 //! A read-only unit of work is validated the same way (an empty `MULTI`/`EXEC`), so it sees
 //! one consistent state.

@@ -107,7 +107,7 @@ impl Inner {
 }
 
 /// The relay processes on one Redis, for [`HttpServerOptions::peers`](
-/// wormhole_transports::http::HttpServerOptions::peers). See the [module docs](self).
+/// wormhole_transports::http::HttpServerOptions::peers). See the [module docs](super).
 #[derive(Clone)]
 pub struct RedisSessionPeers {
     inner: Arc<Inner>,

@@ -1,6 +1,6 @@
 //! hyper's side of the HTTP-polling client: where the relay is ([`Endpoint`]), and one
 //! HTTP/1.1 connection to it that is re-established when it fails ([`Requester`]), over a
-//! stream from a [`Dialer`](crate::net::Dialer), with TLS for `https://`.
+//! stream from a [`Dialer`], with TLS for `https://`.
 
 use std::sync::Arc;
 use std::time::Duration;
