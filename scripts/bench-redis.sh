@@ -21,13 +21,14 @@ pids+=($!)
 for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 store="redis://127.0.0.1:$port/0"
 
-start_relay() { # STORE -> prints the URL
+start_relay() { # STORE -> sets $url (not in a subshell, so that its pid is kept and stopped)
   local log="$dir/relay-$RANDOM.log"
   "$relay" --listen 127.0.0.1:0 --store "$1" >"$log" 2>&1 &
   pids+=($!)
+  url=
   for _ in $(seq 100); do
-    url=$(sed -n 's/^wormhole-relay listening on //p' "$log")
-    [ -n "$url" ] && { echo "$url"; return; }
+    url=$(sed -n 's/^wormhole-relay listening on //p' "$log" 2>/dev/null || true)
+    [ -n "$url" ] && return
     sleep 0.1
   done
   echo "relay did not start: $(cat "$log")" >&2; exit 1
@@ -40,15 +41,18 @@ bench() { "$relay" bench --pairs "$pairs" --duration "$secs" "$@"; }
 
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); redis $(redis-server --version | grep -o 'v=[0-9.]*')"
 echo "== one process, memory store"
-u=$(start_relay memory); bench --url "$u"; stop_relays
+start_relay memory; bench --url "$url"; stop_relays
 echo "== one process, Redis store"
-u=$(start_relay "$store"); bench --url "$u"; stop_relays
+start_relay "$store"; bench --url "$url"; stop_relays
 echo "== two processes, one Redis (each exchange spans both)"
-u1=$(start_relay "$store"); u2=$(start_relay "$store")
+start_relay "$store"; u1=$url; start_relay "$store"; u2=$url
 bench --url "$u1" --also-url "$u2"; stop_relays
 echo "== three processes, one Redis (each exchange spans two)"
-u1=$(start_relay "$store"); u2=$(start_relay "$store"); u3=$(start_relay "$store")
+start_relay "$store"; u1=$url; start_relay "$store"; u2=$url; start_relay "$store"; u3=$url
 bench --url "$u1" --also-url "$u2" --also-url "$u3"; stop_relays
+echo "== latency added by Redis: one pair at a time (no queueing), memory then Redis"
+start_relay memory; "$relay" bench --pairs 1 --duration "$secs" --url "$url"; stop_relays
+start_relay "$store"; "$relay" bench --pairs 1 --duration "$secs" --url "$url"; stop_relays
 echo "== Redis memory per open mailbox"
 redis-cli -p "$port" FLUSHALL >/dev/null
 target/release/examples/redis_mailbox_memory "$store" 10000
