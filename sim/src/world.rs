@@ -11,11 +11,13 @@ use rand_chacha::ChaCha20Rng;
 use wormhole::storage::{MemoryStorage, Storage};
 use wormhole::{Code, Error, Wormhole};
 use wormhole_transports::http::{HttpClientOptions, HttpTransport};
+use wormhole_transports::net::Dialer;
 use wormhole_transports::websocket::{WebSocketOptions, WebSocketTransport};
 
 use crate::clock::{SimClock, EPOCH_SECS};
 use crate::net::{Balancer, TurmoilDialer};
 use crate::params::{Params, Scenario, TransportKind};
+use crate::peers::RelayPeers;
 use crate::record::{Log, RecordingTransport, What};
 use crate::relays::{http_url, relay_host, relay_name, shared_relay_hosts};
 use crate::store::RelayDisk;
@@ -163,45 +165,55 @@ impl ClientSpec {
     }
 
     /// This client's production transport over turmoil TCP, and the URL it serves. With
-    /// several relay hosts, a WebSocket client dials through a [`Balancer`] (a reconnection
-    /// may land on another relay process); an HTTP-polling client keeps to the relay host
-    /// drawn for it for the whole session.
+    /// several relay hosts, the client dials through a [`Balancer`]: a WebSocket client may
+    /// land on another relay process at each reconnection, an HTTP-polling client at each
+    /// HTTP connection (its sends and its polls on different ones, the session's requests
+    /// forwarded to the process that owns it).
     fn transport(&self) -> (Arc<dyn wormhole_transports::Transport>, String) {
-        let (kind, first) = match self.who {
-            "alice" => (self.params.transports.0, self.params.starts.0),
-            "bob" => (self.params.transports.1, self.params.starts.1),
-            _ => (TransportKind::WebSocket, 0),
+        let (kind, first, keep_alive) = match self.who {
+            "alice" => (
+                self.params.transports.0,
+                self.params.starts.0,
+                self.params.keep_alive.0,
+            ),
+            "bob" => (
+                self.params.transports.1,
+                self.params.starts.1,
+                self.params.keep_alive.1,
+            ),
+            _ => (TransportKind::WebSocket, 0, true),
         };
-        let multi = self.params.relays > 1;
+        let dialer: Arc<dyn Dialer> = if self.params.relays > 1 {
+            let hosts = (0..self.params.relays).map(relay_name).collect();
+            let seed = derive_seed(self.params.seed, &format!("{} balancer", self.who));
+            Arc::new(Balancer::new(
+                hosts,
+                first,
+                seed,
+                self.who,
+                self.log.clone(),
+            ))
+        } else {
+            Arc::new(TurmoilDialer)
+        };
         match kind {
-            TransportKind::WebSocket => {
-                let transport = WebSocketTransport::new(WebSocketOptions::default());
-                let transport = if multi {
-                    let hosts = (0..self.params.relays).map(relay_name).collect();
-                    let seed = derive_seed(self.params.seed, &format!("{} balancer", self.who));
-                    transport.with_dialer(Arc::new(Balancer::new(
-                        hosts,
-                        first,
-                        seed,
-                        self.who,
-                        self.log.clone(),
-                    )))
-                } else {
-                    transport.with_dialer(Arc::new(TurmoilDialer))
-                };
-                (Arc::new(transport), RELAY_URL.to_string())
-            }
+            TransportKind::WebSocket => (
+                Arc::new(WebSocketTransport::new(WebSocketOptions::default()).with_dialer(dialer)),
+                RELAY_URL.to_string(),
+            ),
             TransportKind::Http => {
-                let url = if multi {
+                let url = if self.params.relays > 1 {
+                    // Only its Host header: the balancer picks the host.
                     http_url(&relay_name(first))
                 } else {
                     RELAY_HTTP_URL.to_string()
                 };
+                let options = HttpClientOptions {
+                    keep_alive,
+                    ..HttpClientOptions::default()
+                };
                 (
-                    Arc::new(
-                        HttpTransport::new(HttpClientOptions::default())
-                            .with_dialer(Arc::new(TurmoilDialer)),
-                    ),
+                    Arc::new(HttpTransport::new(options).with_dialer(dialer)),
                     url,
                 )
             }
@@ -472,8 +484,10 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
 
     // The relay hosts: production listener and runner over turmoil TCP; the store outlives
     // crashes.
+    // Their HTTP-polling sessions' peer bus, outside the hosts too.
+    let peers = RelayPeers::new(log.clone());
     let watched = if params.relays > 1 {
-        shared_relay_hosts(&mut sim, params, &disk, faults.no_change_feed)
+        shared_relay_hosts(&mut sim, params, &disk, &peers, faults.no_change_feed)
     } else {
         relay_host(&mut sim, params, &disk);
         Vec::new()
@@ -557,7 +571,7 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
         });
     }
 
-    let sim_error = drive(&mut sim, params, &log, &shared, joiners, &disk);
+    let sim_error = drive(&mut sim, params, &log, &shared, joiners, &disk, &peers);
     let elapsed = sim.elapsed();
     let listening = watched
         .into_iter()
