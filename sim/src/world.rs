@@ -10,16 +10,13 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use wormhole::storage::{MemoryStorage, Storage};
 use wormhole::{Code, Error, Wormhole};
-use wormhole_transports::http::{HttpClientOptions, HttpTransport};
-use wormhole_transports::net::Dialer;
-use wormhole_transports::websocket::{WebSocketOptions, WebSocketTransport};
 
 use crate::clock::{SimClock, EPOCH_SECS};
-use crate::net::{Balancer, TurmoilDialer};
-use crate::params::{Params, Scenario, TransportKind};
+use crate::net::client_transport;
+use crate::params::{Params, Scenario};
 use crate::peers::RelayPeers;
 use crate::record::{Log, RecordingTransport, What};
-use crate::relays::{http_url, relay_host, relay_name, shared_relay_hosts};
+use crate::relays::{relay_host, shared_relay_hosts};
 use crate::store::RelayDisk;
 use crate::timeline::{drive, Joiner, Software};
 
@@ -164,60 +161,10 @@ impl ClientSpec {
         self.dress(w, inner, self.who)
     }
 
-    /// This client's production transport over turmoil TCP, and the URL it serves. With
-    /// several relay hosts, the client dials through a [`Balancer`]: a WebSocket client may
-    /// land on another relay process at each reconnection, an HTTP-polling client at each
-    /// HTTP connection (its sends and its polls on different ones, the session's requests
-    /// forwarded to the process that owns it).
+    /// This client's production transport over turmoil TCP, and the URL it serves
+    /// ([`client_transport`]).
     fn transport(&self) -> (Arc<dyn wormhole_transports::Transport>, String) {
-        let (kind, first, keep_alive) = match self.who {
-            "alice" => (
-                self.params.transports.0,
-                self.params.starts.0,
-                self.params.keep_alive.0,
-            ),
-            "bob" => (
-                self.params.transports.1,
-                self.params.starts.1,
-                self.params.keep_alive.1,
-            ),
-            _ => (TransportKind::WebSocket, 0, true),
-        };
-        let dialer: Arc<dyn Dialer> = if self.params.relays > 1 {
-            let hosts = (0..self.params.relays).map(relay_name).collect();
-            let seed = derive_seed(self.params.seed, &format!("{} balancer", self.who));
-            Arc::new(Balancer::new(
-                hosts,
-                first,
-                seed,
-                self.who,
-                self.log.clone(),
-            ))
-        } else {
-            Arc::new(TurmoilDialer)
-        };
-        match kind {
-            TransportKind::WebSocket => (
-                Arc::new(WebSocketTransport::new(WebSocketOptions::default()).with_dialer(dialer)),
-                RELAY_URL.to_string(),
-            ),
-            TransportKind::Http => {
-                let url = if self.params.relays > 1 {
-                    // Only its Host header: the balancer picks the host.
-                    http_url(&relay_name(first))
-                } else {
-                    RELAY_HTTP_URL.to_string()
-                };
-                let options = HttpClientOptions {
-                    keep_alive,
-                    ..HttpClientOptions::default()
-                };
-                (
-                    Arc::new(HttpTransport::new(options).with_dialer(dialer)),
-                    url,
-                )
-            }
-        }
+        client_transport(&self.params, self.who, &self.log)
     }
 
     /// The simulation's transport (recorded), clock, seed and faults on a wormhole (new or
