@@ -8,8 +8,10 @@
 //!
 //! The `multi-relay` scenario runs two or three relay hosts, each the production runner for a
 //! store shared by several processes (`wormhole::relay::server::spawn_shared`) over one
-//! in-memory `SharedMemoryStore` standing for Redis; WebSocket clients reach them through a
-//! load balancer ([`net::Balancer`]), so reconnections move between processes.
+//! in-memory `SharedMemoryStore` standing for Redis; clients reach them through a load
+//! balancer ([`net::Balancer`]), so reconnections (and an HTTP-polling client's connections)
+//! move between processes, which forward HTTP-polling requests to the session's owner through
+//! a `MemoryPeerBus` ([`peers`]).
 //!
 //! A run is one [`Scenario`] with the [`Params`] its seed draws; [`check()`] lists the
 //! invariants it broke. [`runner`] runs many seeds on all cores.
@@ -21,6 +23,7 @@ pub mod clock;
 pub mod faults;
 pub mod net;
 pub mod params;
+pub mod peers;
 pub mod record;
 pub mod relays;
 pub mod runner;

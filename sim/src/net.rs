@@ -1,4 +1,5 @@
-//! turmoil's simulated TCP behind the production transports' [`Dialer`] and [`Acceptor`].
+//! turmoil's simulated TCP behind the production transports' [`Dialer`] and [`Acceptor`],
+//! and each client's transport over it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,9 +9,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use wormhole_transports::net::{Acceptor, BoxedStream, Dialer};
+use std::sync::Arc;
 
+use wormhole_transports::http::{HttpClientOptions, HttpTransport};
+use wormhole_transports::net::{Acceptor, BoxedStream, Dialer};
+use wormhole_transports::websocket::{WebSocketOptions, WebSocketTransport};
+use wormhole_transports::Transport;
+
+use crate::params::{Params, TransportKind};
 use crate::record::{Log, What};
+use crate::relays::{http_url, relay_name};
+use crate::world::{derive_seed, RELAY_HTTP_URL, RELAY_URL};
 
 /// Dials turmoil TCP: the production WebSocket client runs over it unchanged
 /// (`WebSocketTransport::with_dialer`).
@@ -125,5 +134,51 @@ impl Acceptor for TurmoilAcceptor {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.0.local_addr()
+    }
+}
+
+/// The production transport of client `who` (`alice`, `bob`; anyone else on WebSocket) over
+/// turmoil TCP, and the URL it serves. With several relay hosts, the client dials through a
+/// [`Balancer`]: a WebSocket client may land on another relay process at each reconnection,
+/// an HTTP-polling client at each HTTP connection (its sends and its polls on different ones,
+/// the session's requests forwarded to the process that owns it).
+pub fn client_transport(
+    params: &Params,
+    who: &'static str,
+    log: &Log,
+) -> (Arc<dyn Transport>, String) {
+    let (kind, first, keep_alive) = match who {
+        "alice" => (params.transports.0, params.starts.0, params.keep_alive.0),
+        "bob" => (params.transports.1, params.starts.1, params.keep_alive.1),
+        _ => (TransportKind::WebSocket, 0, true),
+    };
+    let dialer: Arc<dyn Dialer> = if params.relays > 1 {
+        let hosts = (0..params.relays).map(relay_name).collect();
+        let seed = derive_seed(params.seed, &format!("{who} balancer"));
+        Arc::new(Balancer::new(hosts, first, seed, who, log.clone()))
+    } else {
+        Arc::new(TurmoilDialer)
+    };
+    match kind {
+        TransportKind::WebSocket => (
+            Arc::new(WebSocketTransport::new(WebSocketOptions::default()).with_dialer(dialer)),
+            RELAY_URL.to_string(),
+        ),
+        TransportKind::Http => {
+            let url = if params.relays > 1 {
+                // Only its Host header: the balancer picks the host.
+                http_url(&relay_name(first))
+            } else {
+                RELAY_HTTP_URL.to_string()
+            };
+            let options = HttpClientOptions {
+                keep_alive,
+                ..HttpClientOptions::default()
+            };
+            (
+                Arc::new(HttpTransport::new(options).with_dialer(dialer)),
+                url,
+            )
+        }
     }
 }

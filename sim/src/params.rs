@@ -50,10 +50,12 @@ pub enum Scenario {
     /// exchange in virtual time.
     Abandoned,
     /// Two or three relay hosts, processes of one relay on a shared store (standing for
-    /// Redis); alice and bob start on different ones. WebSocket clients reconnect through a
-    /// load balancer (to any live host); an HTTP-polling client keeps to its host. The host a
-    /// client is on crashes (and is maybe restarted), clients are partitioned from their host
-    /// or their segments to it held, the store's change feeds skip (resync).
+    /// Redis); alice and bob start on different ones. Clients connect through a load balancer
+    /// (to any live host): a WebSocket client may move to another host on each reconnection,
+    /// an HTTP-polling client on each HTTP connection (its session's requests forwarded to the
+    /// process that owns it). The host a client is on crashes (and is maybe restarted),
+    /// clients are partitioned from their host or their segments to it held, the store's
+    /// change feeds skip (resync).
     MultiRelay,
 }
 
@@ -174,6 +176,10 @@ pub struct Params {
     pub relays: usize,
     /// The relay host alice and bob first connect to (of `relays`).
     pub starts: (usize, usize),
+    /// Whether alice's and bob's HTTP-polling clients keep their connections open between
+    /// requests (`HttpClientOptions::keep_alive`); without, each request dials anew (and,
+    /// with several relay hosts, may land on another).
+    pub keep_alive: (bool, bool),
 }
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -226,6 +232,7 @@ impl Params {
             transports: (TransportKind::WebSocket, TransportKind::WebSocket),
             relays: 1,
             starts: (0, 0),
+            keep_alive: (true, true),
         };
         match scenario {
             Scenario::Happy => {}
@@ -393,16 +400,10 @@ fn multi_relay(p: &mut Params, rng: &mut ChaCha8Rng) {
     let alice = rng.gen_range(0..p.relays);
     let bob = (alice + rng.gen_range(1..p.relays)) % p.relays;
     p.starts = (alice, bob);
-    // Mostly WebSocket (which moves between hosts); HTTP polling keeps to one host.
-    let mut kind = || {
-        if rng.gen_bool(0.25) {
-            TransportKind::Http
-        } else {
-            TransportKind::WebSocket
-        }
-    };
-    p.transports = (kind(), kind());
-    let http = p.transports.0 == TransportKind::Http || p.transports.1 == TransportKind::Http;
+    // Either transport moves between hosts (HTTP polling on each of its connections).
+    p.transports = (kind(rng), kind(rng));
+    // Half the HTTP clients dial anew for every request.
+    p.keep_alive = (rng.gen_bool(0.5), rng.gen_bool(0.5));
     let n = rng.gen_range(if p.stormy { 1..=3 } else { 1..=1 });
     let mut at = Duration::ZERO;
     let mut gone = false;
@@ -415,10 +416,9 @@ fn multi_relay(p: &mut Params, rng: &mut ChaCha8Rng) {
         };
         let fault = match rng.gen_range(0..4) {
             0 => {
-                // A host stays down for good only when no client is pinned to one (HTTP), and
-                // only one: the others can still serve.
+                // A host stays down for good only once: the others can still serve.
                 let lasting = ms_between(rng, 10, 60_000);
-                let for_good = !http && !gone && rng.gen_bool(0.3);
+                let for_good = !gone && rng.gen_bool(0.3);
                 gone |= for_good;
                 let fault = NetFault::CrashHostOf {
                     target: who,
@@ -517,6 +517,14 @@ impl fmt::Display for Params {
                 ", {} relay hosts on a shared store, alice first on {}, bob first on {}",
                 self.relays, self.starts.0, self.starts.1
             )?;
+        }
+        for (who, kind, keep) in [
+            ("alice", self.transports.0, self.keep_alive.0),
+            ("bob", self.transports.1, self.keep_alive.1),
+        ] {
+            if kind == TransportKind::Http && !keep {
+                write!(f, ", {who}'s HTTP requests each on a connection of its own")?;
+            }
         }
         if self.expiry_secs != 11.0 * 60.0 {
             write!(f, ", relay keeps mailboxes {} s", self.expiry_secs)?;

@@ -35,7 +35,8 @@ pub enum What {
     Closed,
     /// The simulation did something to the network or a host.
     Net(String),
-    /// A client reports on its progress (code, outcome, tasks left).
+    /// A client reports on its progress (code, outcome, tasks left, the relay host its
+    /// balancer reached), or a relay host on its doings (a request it forwarded).
     Note(String),
 }
 
@@ -44,7 +45,7 @@ pub enum What {
 pub struct Entry {
     /// Simulated time since the start of the run.
     pub at: Duration,
-    /// Which host (`alice`, `bob`, `mallory`, `sim`).
+    /// Which host (`alice`, `bob`, `mallory`, `sim`, a relay host such as `relay0`).
     pub who: String,
     /// What happened.
     pub what: What,

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use wormhole::relay::server::{spawn, ServerOptions};
 use wormhole::relay::shared::{spawn_shared_watched, ListenedMailboxes};
 use wormhole::relay::RelayConfig;
-use wormhole_transports::http::{HttpPolling, HttpServerOptions};
+use wormhole_transports::http::{HttpPolling, HttpServerOptions, SessionPeers};
 use wormhole_transports::websocket::{WebSocketListener, WebSocketOptions};
 use wormhole_transports::Listener;
 
 use crate::clock::SimClock;
 use crate::net::TurmoilAcceptor;
 use crate::params::Params;
+use crate::peers::RelayPeers;
 use crate::store::RelayDisk;
 use crate::world::{derive_seed, RELAY_HTTP_URL, RELAY_PORT};
 
@@ -31,13 +32,17 @@ pub fn http_url(host: &str) -> String {
 
 /// The listeners of one boot of a relay host: one port for both, as the production relay:
 /// WebSocket upgrades, and HTTP polling through the listener's HTTP handler, its sessions
-/// announced at `url`.
+/// announced at `url` and shared with the other relay processes through `peers`, if any.
 async fn listeners(
     sessions_seed: [u8; 32],
     url: String,
+    peers: Option<Arc<dyn SessionPeers>>,
 ) -> turmoil::Result<Vec<Box<dyn Listener>>> {
     let acceptor = TurmoilAcceptor::bind(RELAY_PORT).await?;
-    let (polling, sessions) = HttpPolling::new(HttpServerOptions::new(sessions_seed));
+    let (polling, sessions) = HttpPolling::new(HttpServerOptions {
+        peers,
+        ..HttpServerOptions::new(sessions_seed)
+    });
     let listener =
         WebSocketListener::from_acceptor(Box::new(acceptor), WebSocketOptions::relay(), polling)?;
     let sessions = sessions.with_url(url);
@@ -72,6 +77,7 @@ pub(crate) fn relay_host(sim: &mut turmoil::Sim<'_>, params: &Params, disk: &Rel
             let listeners = listeners(
                 derive_seed(seed, &format!("http sessions boot {boot}")),
                 RELAY_HTTP_URL.to_string(),
+                None,
             )
             .await?;
             let options = options(&params, derive_seed(seed, &format!("relay boot {boot}")));
@@ -89,13 +95,15 @@ pub(crate) fn relay_host(sim: &mut turmoil::Sim<'_>, params: &Params, disk: &Rel
 
 /// `params.relays` relay hosts (`relay0`, `relay1`, …), each a relay process following the
 /// shared store of `disk` (the production `spawn_shared` runner, watched) with its own seed
-/// per host and boot. Returns each host's name and the mailboxes its current boot listens to.
-/// `no_feed` (a deliberate fault): the processes run the plain runner on the shared store,
-/// deaf to each other's changes.
+/// per host and boot, its HTTP-polling sessions shared with the others through `peers` (a new
+/// member of the bus, with a fresh instance tag, per boot). Returns each host's name and the
+/// mailboxes its current boot listens to. `no_feed` (a deliberate fault): the processes run
+/// the plain runner on the shared store, deaf to each other's changes.
 pub(crate) fn shared_relay_hosts(
     sim: &mut turmoil::Sim<'_>,
     params: &Params,
     disk: &RelayDisk,
+    peers: &RelayPeers,
     no_feed: bool,
 ) -> Vec<(String, ListenedMailboxes)> {
     let mut watched = Vec::new();
@@ -108,6 +116,7 @@ pub(crate) fn shared_relay_hosts(
         let params = params.clone();
         let name = relay_name(i);
         let listened = ListenedMailboxes::default();
+        let peers = peers.clone();
         watched.push((name.clone(), listened.clone()));
         sim.host(relay_name(i), move || {
             // Each boot is a new process with its own connection to the store, and nothing
@@ -117,12 +126,15 @@ pub(crate) fn shared_relay_hosts(
             listened.lock().unwrap_or_else(|e| e.into_inner()).clear();
             let params = params.clone();
             let name = name.clone();
+            let peers = peers.clone();
             let boot = boots.fetch_add(1, Ordering::Relaxed);
             async move {
                 let seed = params.seed;
+                let instance = RelayPeers::instance_of(seed, &name, boot);
                 let listeners = listeners(
                     derive_seed(seed, &format!("{name} http sessions boot {boot}")),
                     http_url(&name),
+                    Some(peers.join(&name, boot, instance)),
                 )
                 .await?;
                 let options = options(

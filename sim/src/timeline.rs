@@ -6,7 +6,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::net::VIA;
-use crate::params::{NetFault, Params, Scenario, Target, TransportKind};
+use crate::params::{NetFault, Params, Scenario, Target};
+use crate::peers::RelayPeers;
 use crate::record::{Log, What};
 use crate::relays::relay_name;
 use crate::store::RelayDisk;
@@ -43,6 +44,7 @@ pub(crate) fn drive(
     shared: &Rc<RefCell<Shared>>,
     mut joiners: Vec<Joiner>,
     disk: &RelayDisk,
+    peers: &RelayPeers,
 ) -> Option<String> {
     let mut clients_done = false;
     // Each fault waits for its anchor: the first connection of the clients it concerns.
@@ -77,7 +79,7 @@ pub(crate) fn drive(
                     let (_, action) = pending.remove(i);
                     match action {
                         Action::Cut(fault) => {
-                            let host = cut(sim, params, &fault, log, disk, now);
+                            let host = cut(sim, params, &fault, log, disk, peers, now);
                             if let Some(lasting) = length_of(&fault) {
                                 pending.push((Some(now + lasting), Action::Mend(fault, host)));
                             }
@@ -180,24 +182,29 @@ fn anchor(f: &NetFault, log: &Log) -> Option<Duration> {
     Some(latest)
 }
 
-/// The relay host a client is on now (of several): an HTTP-polling client's own, else the
-/// last one its balancer reached.
+/// The relay host a client is on now (of several): the first one its balancer reached since
+/// its latest connection attempt (a WebSocket's host; the host an HTTP-polling session was
+/// opened on, which owns it), else the last one it reached.
 fn host_of(params: &Params, target: Target, log: &Log) -> String {
-    let (who, kind, first) = match target {
-        Target::Bob => ("bob", params.transports.1, params.starts.1),
-        _ => ("alice", params.transports.0, params.starts.0),
+    let (who, first) = match target {
+        Target::Bob => ("bob", params.starts.1),
+        _ => ("alice", params.starts.0),
     };
-    if kind == TransportKind::Http {
-        return relay_name(first);
-    }
-    log.entries()
+    let entries = log.entries();
+    let mine: Vec<&What> = entries
         .iter()
-        .rev()
         .filter(|e| e.who == who)
-        .find_map(|e| match &e.what {
-            What::Note(n) => n.strip_prefix(VIA).map(str::to_string),
-            _ => None,
-        })
+        .map(|e| &e.what)
+        .collect();
+    let via = |w: &&What| match w {
+        What::Note(n) => n.strip_prefix(VIA).map(str::to_string),
+        _ => None,
+    };
+    let since = mine.iter().rposition(|w| **w == What::Attempt).unwrap_or(0);
+    mine[since..]
+        .iter()
+        .find_map(via)
+        .or_else(|| mine.iter().rev().find_map(via))
         .unwrap_or_else(|| relay_name(first))
 }
 
@@ -208,6 +215,7 @@ fn cut(
     f: &NetFault,
     log: &Log,
     disk: &RelayDisk,
+    peers: &RelayPeers,
     now: Duration,
 ) -> Option<String> {
     match f {
@@ -234,7 +242,12 @@ fn cut(
         NetFault::CrashHostOf { target, .. } => {
             let host = host_of(params, *target, log);
             sim.crash(host.as_str());
-            log.push_at(now, "sim", What::Net(format!("crash {host}")));
+            // Its process is gone: requests for its HTTP sessions get 404 from now on.
+            let left = match peers.leave(&host) {
+                Some(instance) => format!(" (instance {instance} leaves the peer bus)"),
+                None => String::new(),
+            };
+            log.push_at(now, "sim", What::Net(format!("crash {host}{left}")));
             return Some(host);
         }
         NetFault::PartitionHostOf { target, .. } => {

@@ -10,14 +10,13 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use wormhole::storage::{MemoryStorage, Storage};
 use wormhole::{Code, Error, Wormhole};
-use wormhole_transports::http::{HttpClientOptions, HttpTransport};
-use wormhole_transports::websocket::{WebSocketOptions, WebSocketTransport};
 
 use crate::clock::{SimClock, EPOCH_SECS};
-use crate::net::{Balancer, TurmoilDialer};
-use crate::params::{Params, Scenario, TransportKind};
+use crate::net::client_transport;
+use crate::params::{Params, Scenario};
+use crate::peers::RelayPeers;
 use crate::record::{Log, RecordingTransport, What};
-use crate::relays::{http_url, relay_host, relay_name, shared_relay_hosts};
+use crate::relays::{relay_host, shared_relay_hosts};
 use crate::store::RelayDisk;
 use crate::timeline::{drive, Joiner, Software};
 
@@ -162,50 +161,10 @@ impl ClientSpec {
         self.dress(w, inner, self.who)
     }
 
-    /// This client's production transport over turmoil TCP, and the URL it serves. With
-    /// several relay hosts, a WebSocket client dials through a [`Balancer`] (a reconnection
-    /// may land on another relay process); an HTTP-polling client keeps to the relay host
-    /// drawn for it for the whole session.
+    /// This client's production transport over turmoil TCP, and the URL it serves
+    /// ([`client_transport`]).
     fn transport(&self) -> (Arc<dyn wormhole_transports::Transport>, String) {
-        let (kind, first) = match self.who {
-            "alice" => (self.params.transports.0, self.params.starts.0),
-            "bob" => (self.params.transports.1, self.params.starts.1),
-            _ => (TransportKind::WebSocket, 0),
-        };
-        let multi = self.params.relays > 1;
-        match kind {
-            TransportKind::WebSocket => {
-                let transport = WebSocketTransport::new(WebSocketOptions::default());
-                let transport = if multi {
-                    let hosts = (0..self.params.relays).map(relay_name).collect();
-                    let seed = derive_seed(self.params.seed, &format!("{} balancer", self.who));
-                    transport.with_dialer(Arc::new(Balancer::new(
-                        hosts,
-                        first,
-                        seed,
-                        self.who,
-                        self.log.clone(),
-                    )))
-                } else {
-                    transport.with_dialer(Arc::new(TurmoilDialer))
-                };
-                (Arc::new(transport), RELAY_URL.to_string())
-            }
-            TransportKind::Http => {
-                let url = if multi {
-                    http_url(&relay_name(first))
-                } else {
-                    RELAY_HTTP_URL.to_string()
-                };
-                (
-                    Arc::new(
-                        HttpTransport::new(HttpClientOptions::default())
-                            .with_dialer(Arc::new(TurmoilDialer)),
-                    ),
-                    url,
-                )
-            }
-        }
+        client_transport(&self.params, self.who, &self.log)
     }
 
     /// The simulation's transport (recorded), clock, seed and faults on a wormhole (new or
@@ -472,8 +431,10 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
 
     // The relay hosts: production listener and runner over turmoil TCP; the store outlives
     // crashes.
+    // Their HTTP-polling sessions' peer bus, outside the hosts too.
+    let peers = RelayPeers::new(log.clone());
     let watched = if params.relays > 1 {
-        shared_relay_hosts(&mut sim, params, &disk, faults.no_change_feed)
+        shared_relay_hosts(&mut sim, params, &disk, &peers, faults.no_change_feed)
     } else {
         relay_host(&mut sim, params, &disk);
         Vec::new()
@@ -557,7 +518,7 @@ pub fn run(params: &Params, faults: ClientFaults) -> RunData {
         });
     }
 
-    let sim_error = drive(&mut sim, params, &log, &shared, joiners, &disk);
+    let sim_error = drive(&mut sim, params, &log, &shared, joiners, &disk, &peers);
     let elapsed = sim.elapsed();
     let listening = watched
         .into_iter()

@@ -2,7 +2,7 @@
 //! every run.
 
 use wormhole_sim::runner::{replay_command, run_batch};
-use wormhole_sim::{ClientFaults, Scenario};
+use wormhole_sim::{run_one, ClientFaults, Scenario};
 
 const SEEDS: std::ops::Range<u64> = 0..100;
 
@@ -117,6 +117,36 @@ fn abandoned() {
 #[test]
 fn multi_relay() {
     seeds_pass(Scenario::MultiRelay, 0..300);
+}
+
+/// HTTP-polling clients of the multi-process scenario reach processes that do not own their
+/// session: some seed forwards a request that the owner answers, and some seed forwards one
+/// whose owner crashed (404, and the client carries on with a new session).
+#[test]
+fn multi_relay_forwards_http_sessions() {
+    let (mut answered, mut gone) = (None, None);
+    for seed in 0..300 {
+        let report = run_one(Scenario::MultiRelay, seed, ClientFaults::default(), true);
+        let trace = report.trace.expect("a trace");
+        if answered.is_none()
+            && trace.contains("forwarded send to")
+            && trace.contains(": answered 200")
+        {
+            answered = Some(seed);
+        }
+        if gone.is_none() && trace.contains("owner gone (404)") {
+            assert!(
+                report.violations.is_empty(),
+                "seed {seed}: {:?}",
+                report.violations
+            );
+            gone = Some(seed);
+        }
+        if answered.is_some() && gone.is_some() {
+            return;
+        }
+    }
+    panic!("no seed of 0..300 forwarded an answered send ({answered:?}) and one to a gone owner ({gone:?})");
 }
 
 #[test]
