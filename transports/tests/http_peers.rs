@@ -11,14 +11,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
+use tokio::time::Instant;
 use wormhole_transports::http::{
-    HttpMetrics, HttpPolling, HttpServerOptions, Instance, MemoryPeerBus, SessionListener,
+    ForwardError, ForwardKind, ForwardedRequest, ForwardedResponse, HttpClientOptions, HttpMetrics,
+    HttpPolling, HttpServerOptions, HttpTransport, Instance, MemoryPeerBus, MemorySessionPeers,
+    SessionListener, SessionPeers,
 };
+use wormhole_transports::net::{BoxedStream, Dialer};
 use wormhole_transports::websocket::{WebSocketListener, WebSocketOptions};
 use wormhole_transports::Listener;
+use wormhole_transports::Transport;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 const A: Instance = Instance(0x00aa_00aa_00aa_00aa);
@@ -47,8 +53,12 @@ struct Relay {
 }
 
 fn start(bus: &MemoryPeerBus, instance: Instance, seed: u8, counts: Arc<Counts>) -> Relay {
+    start_with(bus.peers(instance), seed, counts)
+}
+
+fn start_with(peers: Arc<dyn SessionPeers>, seed: u8, counts: Arc<Counts>) -> Relay {
     let (polling, sessions) = HttpPolling::new(HttpServerOptions {
-        peers: Some(bus.peers(instance)),
+        peers: Some(peers),
         metrics: Some(counts),
         ..HttpServerOptions::new([seed; 32])
     });
@@ -139,7 +149,9 @@ async fn a_session_opened_on_one_process_is_served_through_another() {
         .with_max_level(tracing::Level::TRACE)
         .with_writer(move || writer.clone())
         .finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    // Global, not per thread: with a thread's default only, a callsite first reached by
+    // another test's thread (no subscriber) can stay disabled for this one.
+    tracing::subscriber::set_global_default(subscriber).expect("the only test that logs");
 
     let bus = MemoryPeerBus::new();
     let counts = Arc::new(Counts::default());
@@ -249,4 +261,111 @@ async fn a_session_opened_on_one_process_is_served_through_another() {
         let random = secret.split_once('.').unwrap().1;
         assert!(!logs.contains(random), "a session id in the logs:\n{logs}");
     }
+}
+
+/// B's peers, failing its first forwarded poll as if the owner did not answer in time (the
+/// client gets 503).
+struct FirstPollTimesOut {
+    inner: Arc<MemorySessionPeers>,
+    failed: AtomicU64,
+}
+
+#[async_trait]
+impl SessionPeers for FirstPollTimesOut {
+    fn instance(&self) -> Instance {
+        self.inner.instance()
+    }
+    fn attach(&self, polling: std::sync::Weak<HttpPolling>) {
+        self.inner.attach(polling)
+    }
+    async fn forward(
+        &self,
+        owner: Instance,
+        request: ForwardedRequest,
+        deadline: Instant,
+    ) -> Result<ForwardedResponse, ForwardError> {
+        if request.kind == ForwardKind::Events
+            && self
+                .failed
+                .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            return Err(ForwardError::TimedOut);
+        }
+        self.inner.forward(owner, request, deadline).await
+    }
+}
+
+/// The client's first connection (the one that opens the session) goes to A, every later one
+/// (the poller's) to B.
+#[derive(Debug)]
+struct FirstToA {
+    a: SocketAddr,
+    b: SocketAddr,
+    dials: AtomicU64,
+}
+
+#[async_trait]
+impl Dialer for FirstToA {
+    async fn dial(&self, _host: &str, _port: u16) -> std::io::Result<BoxedStream> {
+        let to = if self.dials.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.a
+        } else {
+            self.b
+        };
+        Ok(Box::new(tokio::net::TcpStream::connect(to).await?))
+    }
+}
+
+#[tokio::test]
+async fn a_poll_answered_503_by_a_forwarding_process_is_retried_not_fatal() {
+    let bus = MemoryPeerBus::new();
+    let counts = Arc::new(Counts::default());
+    let a = start(&bus, A, 5, counts.clone());
+    let peers_b = Arc::new(FirstPollTimesOut {
+        inner: bus.peers(B),
+        failed: AtomicU64::new(0),
+    });
+    let b = start_with(peers_b.clone(), 6, counts.clone());
+    let dialer = Arc::new(FirstToA {
+        a: a.addr,
+        b: b.addr,
+        dials: AtomicU64::new(0),
+    });
+    let client = HttpTransport::new(HttpClientOptions::default()).with_dialer(dialer.clone());
+    let mut conn = timeout(DEADLINE, client.connect(&format!("http://{}/v1", a.addr)))
+        .await
+        .expect("connected in time")
+        .expect("connected");
+    assert_eq!(next(&mut conn).await, r#"{"hello":1}"#);
+    // The poller's first fetch goes through B, which cannot reach the owner: 503.
+    conn.poll().await.unwrap();
+    timeout(DEADLINE, async {
+        while peers_b.failed.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the first forwarded poll failed");
+    // The client tried again instead of giving up the session: frames still flow both ways.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for n in 1..=3 {
+        conn.send(format!(r#"{{"n":{n}}}"#)).await.unwrap();
+        conn.poll().await.unwrap();
+        assert_eq!(next(&mut conn).await, format!(r#"{{"echo":{{"n":{n}}}}}"#));
+    }
+    assert!(
+        dialer.dials.load(Ordering::SeqCst) >= 2,
+        "the poller used B"
+    );
+    assert!(counts.forwarded.load(Ordering::Relaxed) >= 1);
+    conn.close().await.unwrap();
+}
+
+async fn next(conn: &mut Box<dyn wormhole_transports::Connection>) -> String {
+    timeout(DEADLINE, conn.recv())
+        .await
+        .expect("a frame in time")
+        .expect("the connection still works")
+        .expect("a frame, not the end")
 }

@@ -341,6 +341,14 @@ async fn poll_loop(
                         Err(e) => return shared.fail(e.to_string()),
                     }
                 }
+                // The relay could not serve the poll now (e.g. another relay process that
+                // holds the session did not answer in time): once more after a pause, with
+                // the same cursor, as a send does.
+                Ok((StatusCode::SERVICE_UNAVAILABLE, _)) if !retried => {
+                    tracing::debug!("a poll was answered 503; retrying once");
+                    retried = true;
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
                 Ok((status, body)) => {
                     return shared.fail(unexpected(&path, status, &body).to_string())
                 }
@@ -388,6 +396,10 @@ impl Drop for HttpConnection {
 /// How often a `send` is tried when the relay's answer is lost.
 const SEND_ATTEMPTS: u32 = 3;
 
+/// The pause before trying a request again that the relay answered 503 (busy, or another
+/// relay process did not answer in time).
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 #[async_trait]
 impl Connection for HttpConnection {
     async fn send(&mut self, frame: String) -> Result<(), TransportError> {
@@ -423,7 +435,7 @@ impl Connection for HttpConnection {
                     return Ok(());
                 }
                 Ok((StatusCode::SERVICE_UNAVAILABLE, _)) if attempt < SEND_ATTEMPTS => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 Ok((status, answer)) => return Err(unexpected(&path, status, &answer)),
                 // The answer was lost: the same `seq` again is not applied twice.
