@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use balancer::Balancer;
-use redis_support::{eventually, RedisRelay, TestRedis};
+use redis_support::{eventually, exchange_two_messages_each, RedisRelay, TestRedis};
 use serde_json::{json, Value};
 use support::{py_receive, py_send_text, python_repr_body, Finished, Proc, Stream, DEADLINE};
 use tokio::process::Command;
@@ -240,31 +240,7 @@ async fn a_relay_process_killed_mid_exchange_its_client_resumes_on_another() {
         // SIGKILL a's relay process, mid-exchange.
         relays[a_on].kill().await;
 
-        let ta = tokio::spawn(async move {
-            a.send(b"one from a").await?;
-            a.send(b"two from a").await?;
-            let got = (a.recv().await?, a.recv().await?);
-            a.close().await?;
-            Ok::<_, Error>(got)
-        });
-        let tb = tokio::spawn(async move {
-            b.send(b"one from b").await?;
-            b.send(b"two from b").await?;
-            let got = (b.recv().await?, b.recv().await?);
-            b.close().await?;
-            Ok::<_, Error>(got)
-        });
-        let (ra, rb) = deadline("messages after the kill", async { (ta.await, tb.await) }).await;
-        let ra = ra.expect("task").expect("a");
-        let rb = rb.expect("task").expect("b");
-        assert_eq!(
-            (ra.0.as_slice(), ra.1.as_slice()),
-            (&b"one from b"[..], &b"two from b"[..])
-        );
-        assert_eq!(
-            (rb.0.as_slice(), rb.1.as_slice()),
-            (&b"one from a"[..], &b"two from a"[..])
-        );
+        exchange_two_messages_each(a, b, "messages after the kill").await;
         let routed = balancer.routed();
         assert!(
             routed[2..].iter().all(|r| r.is_some_and(|r| r != a_on)),
@@ -428,24 +404,7 @@ async fn exchanges_complete_after_redis_restarts_with_append_only_persistence() 
 
 /// A `wormhole-relay` on `store` with `--max-mailbox-messages 5`.
 async fn relay_with_a_message_limit(store: &str) -> RedisRelay {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wormhole-relay"));
-    cmd.args(["--listen", "127.0.0.1:0", "--store", store])
-        .args(["--redis-timeout-ms", "1000", "--max-mailbox-messages", "5"])
-        .env("RUST_LOG", "info");
-    let proc = Proc::spawn("wormhole-relay --max-mailbox-messages 5", cmd, Vec::new());
-    let url = proc
-        .wait_line_after(Stream::Stdout, "wormhole-relay listening on ", DEADLINE)
-        .await;
-    let addr = url
-        .strip_prefix("ws://")
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|hp| hp.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected relay URL {url:?}"));
-    RedisRelay {
-        proc: Some(proc),
-        url,
-        addr,
-    }
+    RedisRelay::start_with(store, &["--max-mailbox-messages", "5"]).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

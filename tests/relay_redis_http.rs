@@ -15,11 +15,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use balancer::Balancer;
-use redis_support::{RedisRelay, TestRedis};
+use redis_support::{exchange_two_messages_each, RedisRelay, TestRedis};
 use serde_json::{json, Value};
 use support::DEADLINE;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use wormhole::{Error, Wormhole};
+use wormhole::Wormhole;
 
 const APPID: &str = "lothar.com/example/redis-http-tests";
 
@@ -174,35 +174,7 @@ async fn exchange(mut a: Wormhole, mut b: Wormhole) {
     })
     .await;
     assert_eq!(va.expect("a verifies"), vb.expect("b verifies"));
-    messages(a, b).await;
-}
-
-async fn messages(mut a: Wormhole, mut b: Wormhole) {
-    let ta = tokio::spawn(async move {
-        a.send(b"one from a").await?;
-        a.send(b"two from a").await?;
-        let got = (a.recv().await?, a.recv().await?);
-        a.close().await?;
-        Ok::<_, Error>(got)
-    });
-    let tb = tokio::spawn(async move {
-        b.send(b"one from b").await?;
-        b.send(b"two from b").await?;
-        let got = (b.recv().await?, b.recv().await?);
-        b.close().await?;
-        Ok::<_, Error>(got)
-    });
-    let (ra, rb) = deadline("the messages", async { (ta.await, tb.await) }).await;
-    let ra = ra.expect("task").expect("a");
-    let rb = rb.expect("task").expect("b");
-    assert_eq!(
-        (ra.0.as_slice(), ra.1.as_slice()),
-        (&b"one from b"[..], &b"two from b"[..])
-    );
-    assert_eq!(
-        (rb.0.as_slice(), rb.1.as_slice()),
-        (&b"one from a"[..], &b"two from a"[..])
-    );
+    exchange_two_messages_each(a, b, "the messages").await;
 }
 
 fn http_url(balancer: &Balancer) -> String {
@@ -266,7 +238,7 @@ async fn the_owner_process_killed_mid_exchange_its_client_opens_a_new_session() 
         let on_victim = metric(&relays[victim], OPENED_TOTAL).await;
         relays[victim].kill().await;
 
-        messages(a, b).await;
+        exchange_two_messages_each(a, b, "the messages").await;
 
         // The client whose session died opened a new one, on a live process.
         let mut after = 0;

@@ -372,6 +372,19 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local_addr").port()
 }
 
+/// Waits until a `wormhole-relay` process announces its URL; the URL and its address.
+pub async fn listening(proc: &Proc) -> (String, SocketAddr) {
+    let url = proc
+        .wait_line_after(Stream::Stdout, "wormhole-relay listening on ", DEADLINE)
+        .await;
+    let addr = url
+        .strip_prefix("ws://")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|hp| hp.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected relay URL {url:?}"));
+    (url, addr)
+}
+
 /// Our `wormhole-relay` binary.
 pub struct OurRelay {
     proc: Option<Proc>,
@@ -400,14 +413,7 @@ impl OurRelay {
             .args(args)
             .env("RUST_LOG", "info");
         let proc = Proc::spawn("wormhole-relay", cmd, Vec::new());
-        let url = proc
-            .wait_line_after(Stream::Stdout, "wormhole-relay listening on ", DEADLINE)
-            .await;
-        let addr = url
-            .strip_prefix("ws://")
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|hp| hp.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected relay URL {url:?}"));
+        let (url, addr) = listening(&proc).await;
         OurRelay {
             proc: Some(proc),
             url,

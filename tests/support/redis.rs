@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
-use crate::support::{free_port, Proc, Stream, TempDir, DEADLINE};
+use wormhole::{Error, Wormhole};
+
+use crate::support::{free_port, listening, Proc, Stream, TempDir, DEADLINE};
 
 /// A `redis-server` on 127.0.0.1. Killed (SIGKILL) when dropped.
 pub struct TestRedis {
@@ -111,6 +113,11 @@ pub struct RedisRelay {
 
 impl RedisRelay {
     pub async fn start(store: &str) -> RedisRelay {
+        RedisRelay::start_with(store, &[]).await
+    }
+
+    /// A relay on `store` with more arguments (e.g. limits).
+    pub async fn start_with(store: &str, args: &[&str]) -> RedisRelay {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wormhole-relay"));
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
@@ -118,16 +125,10 @@ impl RedisRelay {
             .arg(store)
             .arg("--redis-timeout-ms")
             .arg("1000")
+            .args(args)
             .env("RUST_LOG", "info");
         let proc = Proc::spawn("wormhole-relay --store redis", cmd, Vec::new());
-        let url = proc
-            .wait_line_after(Stream::Stdout, "wormhole-relay listening on ", DEADLINE)
-            .await;
-        let addr = url
-            .strip_prefix("ws://")
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|hp| hp.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected relay URL {url:?}"));
+        let (url, addr) = listening(&proc).await;
         RedisRelay {
             proc: Some(proc),
             url,
@@ -172,4 +173,36 @@ fn ensure_redis_server() {
             let _ = std::process::Command::new("bash").arg(script).status();
         }
     });
+}
+
+/// Both sides send two messages and read the other's two, then close; each must get exactly
+/// the other's, in order. Bounded by the test deadline.
+pub async fn exchange_two_messages_each(mut a: Wormhole, mut b: Wormhole, what: &str) {
+    let ta = tokio::spawn(async move {
+        a.send(b"one from a").await?;
+        a.send(b"two from a").await?;
+        let got = (a.recv().await?, a.recv().await?);
+        a.close().await?;
+        Ok::<_, Error>(got)
+    });
+    let tb = tokio::spawn(async move {
+        b.send(b"one from b").await?;
+        b.send(b"two from b").await?;
+        let got = (b.recv().await?, b.recv().await?);
+        b.close().await?;
+        Ok::<_, Error>(got)
+    });
+    let (ra, rb) = tokio::time::timeout(DEADLINE, async { (ta.await, tb.await) })
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no result within {DEADLINE:?}"));
+    let ra = ra.expect("task").expect("a");
+    let rb = rb.expect("task").expect("b");
+    assert_eq!(
+        (ra.0.as_slice(), ra.1.as_slice()),
+        (&b"one from b"[..], &b"two from b"[..])
+    );
+    assert_eq!(
+        (rb.0.as_slice(), rb.1.as_slice()),
+        (&b"one from a"[..], &b"two from a"[..])
+    );
 }
