@@ -10,11 +10,12 @@ mod redis_support;
 mod support;
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::sync::Arc;
 
 use balancer::Balancer;
-use redis_support::{eventually, exchange_two_messages_each, RedisRelay, TestRedis};
+use redis_support::{
+    deadline, eventually, exchange_two_messages_each, three_relays, within, RedisRelay, TestRedis,
+};
 use serde_json::{json, Value};
 use support::{py_receive, py_send_text, python_repr_body, Finished, Proc, Stream, DEADLINE};
 use tokio::process::Command;
@@ -24,26 +25,6 @@ use wormhole::{Error, Wormhole};
 
 const APPID: &str = "lothar.com/example/redis-tests";
 const TEXT: &str = "across processes \u{e9} \u{1F600} 'q' \"qq\" \\ end";
-
-async fn within<T>(f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(DEADLINE * 3, f)
-        .await
-        .expect("the test did not finish in time")
-}
-
-async fn deadline<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(DEADLINE, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no result within {DEADLINE:?}"))
-}
-
-async fn three_relays(redis: &TestRedis) -> Vec<RedisRelay> {
-    let mut relays = Vec::new();
-    for _ in 0..3 {
-        relays.push(RedisRelay::start(&redis.url()).await);
-    }
-    relays
-}
 
 /// Our CLI with a clean environment.
 fn ours(relay_url: &str, args: &[&str]) -> Proc {

@@ -11,37 +11,18 @@ mod balancer;
 mod redis_support;
 mod support;
 
-use std::future::Future;
 use std::net::SocketAddr;
 
 use balancer::Balancer;
-use redis_support::{exchange_two_messages_each, RedisRelay, TestRedis};
+use redis_support::{
+    deadline, exchange_two_messages_each, three_relays, within, RedisRelay, TestRedis,
+};
 use serde_json::{json, Value};
 use support::DEADLINE;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wormhole::Wormhole;
 
 const APPID: &str = "lothar.com/example/redis-http-tests";
-
-async fn within<T>(f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(DEADLINE * 3, f)
-        .await
-        .expect("the test did not finish in time")
-}
-
-async fn deadline<T>(what: &str, f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(DEADLINE, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no result within {DEADLINE:?}"))
-}
-
-async fn three_relays(redis: &TestRedis) -> Vec<RedisRelay> {
-    let mut relays = Vec::new();
-    for _ in 0..3 {
-        relays.push(RedisRelay::start(&redis.url()).await);
-    }
-    relays
-}
 
 /// One HTTP/1.1 request on a fresh connection: the status and the body.
 async fn raw(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {

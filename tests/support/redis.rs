@@ -206,3 +206,26 @@ pub async fn exchange_two_messages_each(mut a: Wormhole, mut b: Wormhole, what: 
         (&b"one from a"[..], &b"two from a"[..])
     );
 }
+
+/// Runs a whole test body, bounded by three test deadlines.
+pub async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(DEADLINE * 3, f)
+        .await
+        .expect("the test did not finish in time")
+}
+
+/// Waits for one step, bounded by the test deadline; fails naming the step.
+pub async fn deadline<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(DEADLINE, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no result within {DEADLINE:?}"))
+}
+
+/// Three relay processes on `redis`.
+pub async fn three_relays(redis: &TestRedis) -> Vec<RedisRelay> {
+    let mut relays = Vec::new();
+    for _ in 0..3 {
+        relays.push(RedisRelay::start(&redis.url()).await);
+    }
+    relays
+}
