@@ -192,7 +192,7 @@ pub async fn abandon(w: &mut Wormhole, reason: &str) -> Result<(), TextError> {
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "relay-server"))]
 mod tests {
     use super::*;
     use crate::relay::server::spawn_memory;

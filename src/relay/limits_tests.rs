@@ -462,6 +462,7 @@ fn a_broadcast_is_serialized_once_and_shared() {
 /// bytes per mailbox: adds spread over both are refused at the limit exactly, as on one
 /// process, because the count is read in the transaction that adds. (With a per-process
 /// count, each process would admit its own 5 messages.)
+#[cfg(any(feature = "relay-server", feature = "sqlite"))]
 pub(super) fn spread_adds_are_limited_exactly<S: MailboxStore>(a: S, b: S) {
     let limits = Limits {
         messages_per_mailbox: 5,

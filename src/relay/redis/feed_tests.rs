@@ -2,7 +2,6 @@
 //! replay and its log line, or a resync), and the thread's reconnection with the retry delay
 //! of the options.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -70,6 +69,8 @@ fn added(count: usize) -> MailboxChange {
 /// result.
 #[cfg(feature = "cli")]
 fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
+    use std::sync::{Arc, Mutex};
+
     #[derive(Clone, Default)]
     struct Buffer(Arc<Mutex<Vec<u8>>>);
     impl std::io::Write for Buffer {
