@@ -7,6 +7,7 @@
 //! encrypted, authenticated messages through the relay, which sees neither key nor plaintext.
 //!
 //! ```
+//! # #[cfg(feature = "relay-server")]
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! // An in-process relay; real programs use e.g. "ws://relay.magic-wormhole.io:4000/v1".
 //! let relay = wormhole::relay::server::spawn_memory("crate-doc").unwrap();

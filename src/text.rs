@@ -10,6 +10,7 @@
 //! only text is supported here.
 //!
 //! ```
+//! # #[cfg(feature = "relay-server")]
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! use wormhole::text::{receive_text, send_text, TEXT_APPID};
 //! use wormhole::Wormhole;

@@ -52,6 +52,7 @@ struct Running {
 /// [`recv`](Wormhole::recv) any number of messages, and [`close`](Wormhole::close).
 ///
 /// ```
+/// # #[cfg(feature = "relay-server")]
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// use wormhole::Wormhole;
 /// let relay = wormhole::relay::server::spawn_memory("doc-wormhole").unwrap();
