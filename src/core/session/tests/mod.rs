@@ -111,26 +111,34 @@ impl Net {
                     self.output(c, out);
                 }
             }
-            while let Some(out) = self.relay.poll_output() {
-                progress = true;
-                match out {
-                    RelayOutput::Send { conn, frame } => {
-                        if let Some(c) = self.client_of(conn) {
-                            let now = self.now;
-                            self.clients[c]
-                                .session
-                                .handle(now, Input::Frame(frame.to_string()))
-                                .unwrap();
-                        }
-                    }
-                    RelayOutput::Close { conn } => self.drop_conn(conn),
-                }
-            }
+            progress |= self.deliver_relay_output();
             if !progress {
                 return;
             }
         }
         panic!("the network never settled");
+    }
+
+    /// Hands every frame the relay sent to its client and drops the connections it closed;
+    /// whether there was anything.
+    fn deliver_relay_output(&mut self) -> bool {
+        let mut any = false;
+        while let Some(out) = self.relay.poll_output() {
+            any = true;
+            match out {
+                RelayOutput::Send { conn, frame } => {
+                    if let Some(c) = self.client_of(conn) {
+                        let now = self.now;
+                        self.clients[c]
+                            .session
+                            .handle(now, Input::Frame(frame.to_string()))
+                            .unwrap();
+                    }
+                }
+                RelayOutput::Close { conn } => self.drop_conn(conn),
+            }
+        }
+        any
     }
 
     fn output(&mut self, c: usize, out: Output) {

@@ -63,21 +63,7 @@ fn run(net: &mut Net, mut hook: impl FnMut(&mut Net, usize) -> bool) {
             progress = true;
             net.output(1, out);
         }
-        while let Some(out) = net.relay.poll_output() {
-            progress = true;
-            match out {
-                RelayOutput::Send { conn, frame } => {
-                    if let Some(c) = net.client_of(conn) {
-                        let now = net.now;
-                        net.clients[c]
-                            .session
-                            .handle(now, Input::Frame(frame.to_string()))
-                            .unwrap();
-                    }
-                }
-                RelayOutput::Close { conn } => net.drop_conn(conn),
-            }
-        }
+        progress |= net.deliver_relay_output();
         let done = net.clients.iter().take(2).all(|c| c.session.is_finished());
         if done {
             return;
