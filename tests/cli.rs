@@ -8,7 +8,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{free_port, Finished, OurRelay, Proc, Stream, DEADLINE};
+use support::{
+    assert_exit, free_port, our_cli_command, Finished, OurRelay, Proc, Stream, DEADLINE,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use wormhole::code::Nameplate;
@@ -17,25 +19,10 @@ use wormhole::{Code, Wormhole};
 
 const TEXT: &str = "two lines\n\tand a tab, caf\u{e9} \u{1F600} \"quotes\" 'single' \\";
 
-/// Our CLI with a clean environment (no `WORMHOLE_*` from the caller, no logs).
+/// Our CLI with a clean environment (no `WORMHOLE_*` from the caller, no logs), 100 columns.
 fn cli(relay_url: Option<&str>) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wormhole"));
-    for var in [
-        "WORMHOLE_RELAY_URL",
-        "WORMHOLE_APPID",
-        "WORMHOLE_TIMEOUT",
-        "WORMHOLE_SCHEDULE",
-        "WORMHOLE_RELAY_CA",
-        "WORMHOLE_TRANSIT_HELPER",
-        "WORMHOLE_QR",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = our_cli_command(relay_url);
     cmd.env("COLUMNS", "100");
-    if let Some(url) = relay_url {
-        cmd.arg("--relay-url").arg(url);
-    }
     cmd
 }
 
@@ -71,10 +58,6 @@ async fn run_with_stdin(mut cmd: Command, args: &[&str], input: &[u8]) -> Finish
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-fn assert_exit(f: &Finished, code: i32, who: &str) {
-    assert_eq!(f.status.code(), Some(code), "{who}: {f}");
 }
 
 /// Starts `wormhole send` and returns it with the code it printed.

@@ -7,10 +7,9 @@ mod support;
 use std::future::Future;
 
 use support::{
-    py_receive, py_send_text, python_cli, python_repr_body, Finished, OurRelay, Proc, PythonRelay,
-    Stream, TempDir, DEADLINE,
+    assert_exit, our_cli, py_receive, py_send_text, python_cli, python_repr_body, OurRelay, Proc,
+    PythonRelay, Stream, TempDir, DEADLINE,
 };
-use tokio::process::Command;
 
 /// Newlines, tabs, quotes, backslashes and non-ASCII: must arrive byte-exact.
 const TEXT: &str =
@@ -23,29 +22,9 @@ async fn within<T>(f: impl Future<Output = T>) -> T {
         .expect("the test did not finish in time")
 }
 
-/// Our CLI with a clean environment.
-fn ours(relay_url: &str, args: &[&str]) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wormhole"));
-    for var in [
-        "WORMHOLE_RELAY_URL",
-        "WORMHOLE_APPID",
-        "WORMHOLE_TIMEOUT",
-        "WORMHOLE_QR",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.arg("--relay-url").arg(relay_url).args(args);
-    Proc::spawn("our wormhole", cmd, Vec::new())
-}
-
-fn assert_exit(f: &Finished, code: i32, who: &str) {
-    assert_eq!(f.status.code(), Some(code), "{who}: {f}");
-}
-
 /// Our `send --text` → the Python `receive`.
 async fn ours_sends_python_receives(url: &str) {
-    let sender = ours(url, &["send", "--text", TEXT, "--hide-progress"]);
+    let sender = our_cli(url, &["send", "--text", TEXT, "--hide-progress"]);
     let code = sender
         .wait_line_after(Stream::Stderr, "Wormhole code is: ", DEADLINE)
         .await;
@@ -61,7 +40,7 @@ async fn ours_sends_python_receives(url: &str) {
 async fn python_sends_ours_receives(url: &str) {
     let sender = py_send_text(url, TEXT, None);
     let code = sender.code().await;
-    let got = ours(url, &["receive", &code])
+    let got = our_cli(url, &["receive", &code])
         .wait_with_deadline(DEADLINE)
         .await;
     assert_exit(&got, 0, "our receive");
@@ -77,7 +56,7 @@ async fn python_sends_ours_receives(url: &str) {
 /// Our `receive --allocate` → the Python `send --code`, and `--escape` prints what the
 /// Python receiver would.
 async fn ours_allocates_python_sends(url: &str) {
-    let receiver = ours(url, &["receive", "--allocate", "--escape"]);
+    let receiver = our_cli(url, &["receive", "--allocate", "--escape"]);
     let code = receiver
         .wait_line_after(Stream::Stderr, "Wormhole code is: ", DEADLINE)
         .await;
@@ -90,7 +69,7 @@ async fn ours_allocates_python_sends(url: &str) {
 
 /// A wrong code between our sender and the Python receiver: both fail, ours with status 3.
 async fn wrong_code(url: &str) {
-    let sender = ours(url, &["send", "--text", "secret", "--code", "61-aa-bb"]);
+    let sender = our_cli(url, &["send", "--text", "secret", "--code", "61-aa-bb"]);
     sender
         .wait_line_after(Stream::Stderr, "Wormhole code is: ", DEADLINE)
         .await;
@@ -119,7 +98,7 @@ async fn python_sends_a_file(url: &str) {
     let code = sender
         .wait_line_after(Stream::Stderr, "Wormhole code is: ", DEADLINE)
         .await;
-    let got = ours(url, &["receive", &code])
+    let got = our_cli(url, &["receive", &code])
         .wait_with_deadline(DEADLINE)
         .await;
     assert_exit(&got, 9, "our receive");

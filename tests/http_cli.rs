@@ -6,39 +6,20 @@ mod support;
 
 use std::time::Duration;
 
-use support::{free_port, Finished, OurRelay, Proc, Stream, DEADLINE};
+use support::{assert_exit, free_port, our_cli, OurRelay, Proc, Stream, DEADLINE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
-
-fn cli(relay_url: &str, args: &[&str]) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wormhole"));
-    for var in [
-        "WORMHOLE_RELAY_URL",
-        "WORMHOLE_APPID",
-        "WORMHOLE_TIMEOUT",
-        "WORMHOLE_SCHEDULE",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.arg("--relay-url").arg(relay_url).args(args);
-    Proc::spawn("wormhole", cmd, Vec::new())
-}
-
-fn assert_exit(f: &Finished, code: i32, who: &str) {
-    assert_eq!(f.status.code(), Some(code), "{who}: {f}");
-}
 
 #[tokio::test]
 async fn the_cli_sends_and_receives_over_http_polling() {
     let relay = OurRelay::start().await;
     let url = relay.url().replacen("ws://", "http://", 1);
     let text = "over plain HTTP requests";
-    let sender = cli(&url, &["send", "--text", text, "--hide-progress"]);
+    let sender = our_cli(&url, &["send", "--text", text, "--hide-progress"]);
     let code = sender
         .wait_line_after(Stream::Stderr, "Wormhole code is: ", DEADLINE)
         .await;
-    let got = cli(&url, &["receive", "--hide-progress", &code])
+    let got = our_cli(&url, &["receive", "--hide-progress", &code])
         .wait_with_deadline(DEADLINE)
         .await;
     assert_exit(&got, 0, "receive");

@@ -17,34 +17,13 @@ use redis_support::{
     deadline, eventually, exchange_two_messages_each, three_relays, within, RedisRelay, TestRedis,
 };
 use serde_json::{json, Value};
-use support::{py_receive, py_send_text, python_repr_body, Finished, Proc, Stream, DEADLINE};
-use tokio::process::Command;
+use support::{assert_exit, our_cli, py_receive, py_send_text, python_repr_body, Stream, DEADLINE};
 use wormhole::transports::websocket::{raise_nofile_limit, WebSocketOptions, WebSocketTransport};
 use wormhole::transports::{Connection, Transport};
 use wormhole::{Error, Wormhole};
 
 const APPID: &str = "lothar.com/example/redis-tests";
 const TEXT: &str = "across processes \u{e9} \u{1F600} 'q' \"qq\" \\ end";
-
-/// Our CLI with a clean environment.
-fn ours(relay_url: &str, args: &[&str]) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wormhole"));
-    for var in [
-        "WORMHOLE_RELAY_URL",
-        "WORMHOLE_APPID",
-        "WORMHOLE_TIMEOUT",
-        "WORMHOLE_QR",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.arg("--relay-url").arg(relay_url).args(args);
-    Proc::spawn("our wormhole", cmd, Vec::new())
-}
-
-fn assert_exit(f: &Finished, code: i32, who: &str) {
-    assert_eq!(f.status.code(), Some(code), "{who}: {f}");
-}
 
 // ---- a bare mailbox-level client ------------------------------------------------------------
 
@@ -104,7 +83,7 @@ async fn exchanges_across_three_processes_with_our_cli_and_the_python_cli() {
         let (r0, r1, r2) = (&relays[0].url, &relays[1].url, &relays[2].url);
 
         let ours_to_python = async {
-            let sender = ours(r0, &["send", "--text", TEXT, "--hide-progress"]);
+            let sender = our_cli(r0, &["send", "--text", TEXT, "--hide-progress"]);
             let code = sender
                 .wait_line_after(Stream::Stderr, "Wormhole code is: ", DEADLINE)
                 .await;
@@ -116,7 +95,7 @@ async fn exchanges_across_three_processes_with_our_cli_and_the_python_cli() {
         let python_to_ours = async {
             let sender = py_send_text(r2, TEXT, None);
             let code = sender.code().await;
-            let got = ours(r0, &["receive", &code])
+            let got = our_cli(r0, &["receive", &code])
                 .wait_with_deadline(DEADLINE)
                 .await;
             assert_exit(&got, 0, "our receive");
@@ -124,11 +103,11 @@ async fn exchanges_across_three_processes_with_our_cli_and_the_python_cli() {
             assert_exit(&sender.finish().await, 0, "python send");
         };
         let ours_to_ours = async {
-            let receiver = ours(r1, &["receive", "--allocate"]);
+            let receiver = our_cli(r1, &["receive", "--allocate"]);
             let code = receiver
                 .wait_line_after(Stream::Stderr, "Wormhole code is: ", DEADLINE)
                 .await;
-            let sent = ours(
+            let sent = our_cli(
                 r2,
                 &["send", "--text", TEXT, "--code", &code, "--hide-progress"],
             )

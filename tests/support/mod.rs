@@ -385,6 +385,40 @@ pub async fn listening(proc: &Proc) -> (String, SocketAddr) {
     (url, addr)
 }
 
+/// Our `wormhole` CLI with a clean environment: no `WORMHOLE_*` setting from the caller, no
+/// logs; `--relay-url` when given.
+pub fn our_cli_command(relay_url: Option<&str>) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wormhole"));
+    for var in [
+        "WORMHOLE_RELAY_URL",
+        "WORMHOLE_APPID",
+        "WORMHOLE_TIMEOUT",
+        "WORMHOLE_SCHEDULE",
+        "WORMHOLE_RELAY_CA",
+        "WORMHOLE_TRANSIT_HELPER",
+        "WORMHOLE_QR",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    if let Some(url) = relay_url {
+        cmd.arg("--relay-url").arg(url);
+    }
+    cmd
+}
+
+/// Our CLI on `relay_url` with `args`, started.
+pub fn our_cli(relay_url: &str, args: &[&str]) -> Proc {
+    let mut cmd = our_cli_command(Some(relay_url));
+    cmd.args(args);
+    Proc::spawn("our wormhole", cmd, Vec::new())
+}
+
+/// Fails unless the process exited with `code`, showing its output.
+pub fn assert_exit(f: &Finished, code: i32, who: &str) {
+    assert_eq!(f.status.code(), Some(code), "{who}: {f}");
+}
+
 /// Our `wormhole-relay` binary.
 pub struct OurRelay {
     proc: Option<Proc>,
