@@ -559,10 +559,7 @@ impl MailboxTables for MemoryStore {
             .get(appid)
             .and_then(|app| app.mailboxes.get(mailbox_id))
             .map_or(&[][..], |mailbox| &mailbox.messages[..]);
-        Ok(MailboxUsage {
-            messages: messages.len(),
-            bytes: messages.iter().map(StoredMessage::counted_bytes).sum(),
-        })
+        Ok(MailboxUsage::of(messages))
     }
 
     fn messages_since(

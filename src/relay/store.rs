@@ -146,6 +146,16 @@ pub struct MailboxUsage {
     pub bytes: usize,
 }
 
+impl MailboxUsage {
+    /// What `messages` count for.
+    pub fn of(messages: &[StoredMessage]) -> MailboxUsage {
+        MailboxUsage {
+            messages: messages.len(),
+            bytes: messages.iter().map(StoredMessage::counted_bytes).sum(),
+        }
+    }
+}
+
 /// The rows of nameplates, mailboxes and messages, scoped per app id, as seen inside one
 /// transaction (see [`MailboxStore::transaction`]).
 ///
@@ -265,11 +275,7 @@ pub trait MailboxTables {
     /// across relay processes. A backend should override this when it can answer without
     /// reading the messages.
     fn mailbox_usage(&self, appid: &str, mailbox_id: &str) -> Result<MailboxUsage, StoreError> {
-        let messages = self.messages(appid, mailbox_id)?;
-        Ok(MailboxUsage {
-            messages: messages.len(),
-            bytes: messages.iter().map(StoredMessage::counted_bytes).sum(),
-        })
+        Ok(MailboxUsage::of(&self.messages(appid, mailbox_id)?))
     }
 
     /// The messages of a mailbox from the `start`-th on (0-based, insertion order). A

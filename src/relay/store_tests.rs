@@ -309,6 +309,27 @@ fn memory_relays_agree_with_themselves() {
     assert!(differential(&mut relays, 1, 2000) > 2000);
 }
 
+/// One step of a differential run: `action` 0 connects `conn`, 1 disconnects it, 2 prunes
+/// ten minutes on, anything else sends it `frame`; the relay's outputs.
+#[cfg(any(feature = "sqlite", feature = "redis"))]
+pub(super) fn apply_action<S: MailboxStore>(
+    r: &mut Relay<S>,
+    action: u32,
+    conn: ConnId,
+    frame: &str,
+    now: f64,
+) -> Vec<RelayOutput> {
+    match action {
+        0 => r.connected(conn, None, now),
+        1 => r.disconnected(conn),
+        2 => {
+            r.prune(now + 600.0);
+        }
+        _ => r.received(conn, frame, now),
+    }
+    std::iter::from_fn(|| r.poll_output()).collect()
+}
+
 #[cfg(feature = "sqlite")]
 mod sqlite {
     use super::*;
@@ -379,26 +400,9 @@ mod sqlite {
         }
 
         fn apply(&mut self, action: u32, conn: ConnId, frame: &str, now: f64) -> Vec<RelayOutput> {
-            fn go<S: MailboxStore>(
-                r: &mut Relay<S>,
-                action: u32,
-                conn: ConnId,
-                frame: &str,
-                now: f64,
-            ) -> Vec<RelayOutput> {
-                match action {
-                    0 => r.connected(conn, None, now),
-                    1 => r.disconnected(conn),
-                    2 => {
-                        r.prune(now + 600.0);
-                    }
-                    _ => r.received(conn, frame, now),
-                }
-                std::iter::from_fn(|| r.poll_output()).collect()
-            }
             match self {
-                Either::Memory(r) => go(r, action, conn, frame, now),
-                Either::Sqlite(r) => go(r, action, conn, frame, now),
+                Either::Memory(r) => apply_action(r, action, conn, frame, now),
+                Either::Sqlite(r) => apply_action(r, action, conn, frame, now),
             }
         }
     }

@@ -166,27 +166,11 @@ fn differential_pair(
         let outs: Vec<Vec<RelayOutput>> = [0, 1]
             .into_iter()
             .map(|which| {
-                fn go<S: MailboxStore>(
-                    r: &mut Relay<S>,
-                    action: u32,
-                    conn: u64,
-                    frame: &str,
-                    now: f64,
-                ) -> Vec<RelayOutput> {
-                    match action {
-                        0 => r.connected(conn, None, now),
-                        1 => r.disconnected(conn),
-                        2 => {
-                            r.prune(now + 600.0);
-                        }
-                        _ => r.received(conn, frame, now),
-                    }
-                    std::iter::from_fn(|| r.poll_output()).collect()
-                }
+                use crate::relay::store_tests::apply_action;
                 if which == 0 {
-                    go(a, action, conn, &frame, now)
+                    apply_action(a, action, conn, &frame, now)
                 } else {
-                    go(b, action, conn, &frame, now)
+                    apply_action(b, action, conn, &frame, now)
                 }
             })
             .collect();
